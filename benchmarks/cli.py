@@ -1,0 +1,187 @@
+"""`python -m benchmarks <command>`: the one entry point that nox sessions, tests and scripts call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchmarks.errors import UserError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects KEY=VALUE, got '{pair}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:N]") from None
+
+
+def resolve_spec(args: argparse.Namespace):
+    """The run's identity from the command line, refusing silent budget changes."""
+    from benchmarks.store import RunSpec
+    from benchmarks.suites import load_suite
+    from methods import get_method
+
+    suite = load_suite(args.suite)
+    method = get_method(args.method)
+    budget = _key_values(args.budget, "--budget")
+    off_budget = bool(budget)
+    if budget:
+        if not args.allow_budget_override:
+            raise UserError(f"--budget changes suite '{suite.name}' ({', '.join(budget)}); "
+                            "add --allow-budget-override to run off-budget (recorded as such)")
+        suite = suite.replace(budget)
+    lr = suite.lr if args.lr is None else args.lr
+    if lr not in suite.lr_grid and lr != suite.lr:
+        if not args.allow_budget_override:
+            raise UserError(f"--lr {lr} is outside suite '{suite.name}' lr_grid {list(suite.lr_grid)}; "
+                            "add --allow-budget-override to run off-budget")
+        off_budget = True
+    seed = suite.seeds[0] if args.seed is None else args.seed
+    config = method.make_config(_key_values(args.set, "--set"))
+    return RunSpec(suite=suite, method=method.name, method_config=config, lr=lr, seed=seed,
+                   off_budget=off_budget)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.list_methods:
+        from benchmarks.listing import print_methods
+
+        print_methods()
+        return 0
+    if not args.method:
+        raise UserError("bench needs --method NAME (see --list-methods)")
+    import torch
+
+    from benchmarks.store import ResultStore
+    from benchmarks.summary import print_summary
+    from benchmarks.train import run
+
+    spec = resolve_spec(args)
+    device = _device(args.device)
+    store = ResultStore(args.out)
+    path = store.path_for(spec)
+    if store.is_finished(spec) and not args.force:
+        print(f"already finished: {path} (use --force to run again)")
+        print_summary(store.load(spec))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = run(spec, store, device=device, progress=not args.no_progress)
+    print_summary(record)
+    print(f"record: {path}")
+    return 0 if record["run_info"]["status"] == "ok" else 1
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from benchmarks.data import build_dataset
+
+    dataset = build_dataset(args.dataset, args.split, args.image_size)
+    if args.action == "preview":
+        from benchmarks.data.preview import save_preview
+
+        out = Path(args.out)
+        if out.suffix.lower() != ".png":
+            raise UserError(f"--out {out}: the preview is a PNG; give a path ending in .png")
+        save_preview(dataset, args.n, out)
+        print(f"wrote {out}")
+    else:
+        from benchmarks.data.preview import dataset_stats
+
+        limit = args.n if args.n else len(dataset)
+        print(f"{args.dataset} {args.split}: {len(dataset)} expressions (stats over {min(limit, len(dataset))})")
+        print(dataset_stats(dataset, limit=limit).to_string())
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from benchmarks.pretrain import PretrainConfig, pretrain
+
+    pretrain(PretrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed),
+             out=Path(args.out), progress=not args.no_progress)
+    return 0
+
+
+def not_yet(issue: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        raise UserError(f"'{args.command}' is not available yet ({issue}); see README for what works now")
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser("bench", help="train and evaluate one method under a suite's budget")
+    bench.add_argument("--method", help="registered method name (see --list-methods)")
+    bench.add_argument("--suite", default="shapes", help="suite name or path to a suite TOML (default: shapes)")
+    bench.add_argument("--seed", type=int, help="default: the suite's first seed")
+    bench.add_argument("--lr", type=float, help="learning rate (default: the suite's lr)")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
+    bench.add_argument("--budget", action="append", default=[], metavar="KEY=VALUE",
+                       help="change a suite budget key (needs --allow-budget-override)")
+    bench.add_argument("--allow-budget-override", action="store_true",
+                       help="accept budget changes; the record is marked off_budget")
+    bench.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "results"),
+                       help="results folder (default: results/)")
+    bench.add_argument("--force", action="store_true", help="re-run even if this run already finished")
+    bench.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--list-methods", action="store_true", help="list methods with parameter counts")
+    bench.set_defaults(handler=cmd_bench)
+
+    data = sub.add_parser("data", help="look at a dataset: preview grid or statistics")
+    data.add_argument("action", choices=("preview", "stats"))
+    data.add_argument("--dataset", default="shapes")
+    data.add_argument("--split", default="val")
+    data.add_argument("--image-size", type=int, default=64)
+    data.add_argument("-n", type=int, default=16, help="images in the preview / expressions for stats (0=all)")
+    data.add_argument("--out", default="preview.png", help="preview PNG path")
+    data.set_defaults(handler=cmd_data)
+
+    pretrain = sub.add_parser("pretrain", help="rebuild the offline default backbone (contrastive, shapes captions)")
+    pretrain.add_argument("--steps", type=int, default=3000)
+    pretrain.add_argument("--batch-size", type=int, default=128)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "methods" / "assets"))
+    pretrain.add_argument("--no-progress", action="store_true")
+    pretrain.set_defaults(handler=cmd_pretrain)
+
+    for name, issue in (("sweep", "sweeps land with the leaderboard issue"),
+                        ("report", "reports land with the leaderboard issue"),
+                        ("profile", "profiling lands with the cost-profiling issue")):
+        stub = sub.add_parser(name, help=f"not yet available: {issue}")
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+        stub.set_defaults(handler=not_yet(issue))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,204 @@
+"""RefCOCO / RefCOCO+ / RefCOCOg in the refer-toolkit layout (github.com/lichengunc/refer).
+
+Accepted layout under `root`:
+    root/{refcoco,refcoco+,refcocog}/refs(unc).p | refs(umd).p | refs(google).p
+    root/{refcoco,refcoco+,refcocog}/instances.json
+    root/images/train2014/COCO_train2014_%012d.jpg            (or the refer toolkit's own
+    root/images/mscoco/images/train2014/COCO_train2014_%012d.jpg)
+
+Every sentence is one item (the standard evaluation scores each expression); `ref_id` groups the
+sentences of one referent.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from benchmarks.data.letterbox import Letterbox
+from benchmarks.errors import UserError
+
+# (dataset, split_by) -> splits; the first split_by listed per dataset is the default.
+SPLITS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("refcoco", "unc"): ("train", "val", "testA", "testB"),
+    ("refcoco+", "unc"): ("train", "val", "testA", "testB"),
+    ("refcocog", "umd"): ("train", "val", "test"),
+    ("refcocog", "google"): ("train", "val"),
+}
+IMAGE_DIRS = ("images/train2014", "images/mscoco/images/train2014")
+_GET_DATA = ("Get the refer annotations (refs(*).p + instances.json) from github.com/lichengunc/refer "
+             "into ROOT/<dataset>/, and the COCO train2014 images into ROOT/images/train2014/.")
+
+
+@dataclass(frozen=True)
+class _Expression:
+    ref_id: int
+    ann_id: int
+    image_id: int
+    text: str
+
+
+def default_split_by(name: str) -> str:
+    """The conventional partition: UNC for RefCOCO/RefCOCO+, UMD for RefCOCOg (as ETRIS reports)."""
+    for dataset, split_by in SPLITS:
+        if dataset == name:
+            return split_by
+    names = sorted({d for d, _ in SPLITS})
+    raise UserError(f"unknown RefCOCO-family dataset {name!r}; choose one of {names}")
+
+
+class RefCOCODataset(Dataset):
+    """One referring expression per item, following the shared data contract (kind = "ref")."""
+
+    kinds = ("ref",)
+
+    def __init__(self, name: str, split: str, root: str | Path, image_size: int,
+                 split_by: str | None = None) -> None:
+        split_by = split_by or default_split_by(name)
+        if (name, split_by) not in SPLITS:
+            default_split_by(name)  # an unknown dataset name is the better error
+            valid = [sb for d, sb in SPLITS if d == name]
+            raise UserError(f"{name} has no split_by {split_by!r}; choose one of {valid}")
+        if split not in SPLITS[name, split_by]:
+            raise UserError(f"{name} ({split_by}) has no split {split!r}; "
+                            f"valid splits: {', '.join(SPLITS[name, split_by])}")
+        if not isinstance(image_size, int) or image_size < 1:
+            raise UserError(f"image_size must be a positive integer, got {image_size!r}")
+        self.name, self.split, self.split_by, self.image_size = name, split, split_by, image_size
+        self.root = Path(root)
+        ann_dir = self.root / name
+        refs_path = ann_dir / f"refs({split_by}).p"
+        refs = _load_refs(refs_path)
+        instances = _load_json(ann_dir / "instances.json")
+        self.image_dir = self._find_image_dir()
+        self._expressions = _expressions(refs, split, refs_path)
+        self._anns, self._images = _index_instances(instances, self._expressions, ann_dir / "instances.json")
+
+    def _find_image_dir(self) -> Path:
+        for rel in IMAGE_DIRS:
+            if (self.root / rel).is_dir():
+                return self.root / rel
+        tried = ", ".join(str(self.root / rel) for rel in IMAGE_DIRS)
+        raise UserError(f"no COCO train2014 image folder found (tried {tried}). {_GET_DATA}")
+
+    def __len__(self) -> int:
+        return len(self._expressions)
+
+    def __getitem__(self, i: int) -> dict:
+        expr = self._expressions[i]
+        info = self._images[expr.image_id]
+        image = self._read_image(info)
+        h, w = image.shape[:2]
+        mask = _ann_to_mask(self._anns[expr.ann_id], h, w)
+        lb = Letterbox.fit(h, w, self.image_size)
+        return {
+            "image": lb.apply_image(image),
+            "mask": lb.apply_mask(mask),
+            "text": expr.text,
+            "kind": "ref",
+            "orig_mask": torch.from_numpy(mask),
+            "letterbox": lb,
+            "ref_id": expr.ref_id,
+        }
+
+    def _read_image(self, info: dict) -> np.ndarray:
+        path = self.image_dir / info.get("file_name", f"COCO_train2014_{info['id']:012d}.jpg")
+        try:
+            with Image.open(path) as img:
+                image = np.array(img.convert("RGB"))
+        except FileNotFoundError:
+            raise UserError(f"missing image {path}. {_GET_DATA}") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise UserError(f"unreadable image {path} ({err}); re-download COCO train2014") from None
+        expected = (info.get("height", image.shape[0]), info.get("width", image.shape[1]))
+        if image.shape[:2] != expected:
+            raise UserError(f"image {path} is {image.shape[0]}x{image.shape[1]} but instances.json says "
+                            f"{expected[0]}x{expected[1]}; the images do not match the annotations")
+        return image
+
+
+def _load_refs(path: Path) -> list:
+    if not path.is_file():
+        raise UserError(f"missing refer annotation file {path}. {_GET_DATA}")
+    try:
+        with path.open("rb") as f:
+            # latin1: the published pickles were written by Python 2 and hold byte strings.
+            refs = pickle.load(f, encoding="latin1")
+    except Exception as err:  # any unpickling failure means a corrupt/foreign file
+        raise UserError(f"corrupt refer annotation file {path} ({type(err).__name__}); re-download it. "
+                        f"{_GET_DATA}") from None
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise UserError(f"malformed refer annotation file {path}: expected a list of ref dicts. {_GET_DATA}")
+    return refs
+
+
+def _load_json(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"missing refer annotation file {path}. {_GET_DATA}")
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"corrupt annotation file {path} ({err}); re-download it. {_GET_DATA}") from None
+    if not isinstance(data, dict) or not {"images", "annotations"} <= data.keys():
+        raise UserError(f"malformed annotation file {path}: needs 'images' and 'annotations'. {_GET_DATA}")
+    return data
+
+
+def _expressions(refs: list[dict], split: str, path: Path) -> list[_Expression]:
+    out = []
+    for ref in refs:
+        try:
+            if ref["split"] != split:
+                continue
+            ref_id, ann_id, image_id = ref["ref_id"], ref["ann_id"], ref["image_id"]
+            sentences = ref["sentences"]
+        except KeyError as err:
+            raise UserError(f"malformed ref in {path}: missing key {err}") from None
+        if not sentences:
+            raise UserError(f"ref_id {ref_id} in {path} has no sentences")
+        for sent in sentences:
+            text = sent.get("sent") if isinstance(sent, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise UserError(f"ref_id {ref_id} in {path} has an empty or non-text sentence: {sent!r}")
+            out.append(_Expression(int(ref_id), int(ann_id), int(image_id), text.strip()))
+    return out
+
+
+def _index_instances(instances: dict, expressions: list[_Expression], path: Path) -> tuple[dict, dict]:
+    """Keep only the annotations and images this split uses (instances.json is large)."""
+    ann_ids = {e.ann_id for e in expressions}
+    image_ids = {e.image_id for e in expressions}
+    anns = {a["id"]: a for a in instances["annotations"] if a.get("id") in ann_ids}
+    images = {im["id"]: im for im in instances["images"] if im.get("id") in image_ids}
+    for e in expressions:
+        if e.ann_id not in anns:
+            raise UserError(f"ref_id {e.ref_id} points to annotation {e.ann_id}, absent from {path}")
+        if e.image_id not in images:
+            raise UserError(f"ref_id {e.ref_id} points to image {e.image_id}, absent from {path}")
+    return anns, images
+
+
+def _ann_to_mask(ann: dict, h: int, w: int) -> np.ndarray:
+    """COCO segmentation (polygons, uncompressed or compressed RLE) -> bool [h, w]."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+    elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, h, w)
+    elif isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):
+        rle = seg
+    else:
+        raise UserError(f"annotation {ann.get('id')} has no usable segmentation (polygons or RLE)")
+    mask = mask_utils.decode(rle).astype(bool)
+    if mask.shape != (h, w):
+        raise UserError(f"annotation {ann.get('id')} is {mask.shape[0]}x{mask.shape[1]}, its image {h}x{w}")
+    return mask

@@ -1,0 +1,51 @@
+"""What a run ran on: git state, package versions, device. Recorded in every run record."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+PACKAGES = ("torch", "torchvision", "open_clip_torch", "peft", "transformers", "fvcore", "numpy")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git_state() -> dict[str, object]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def describe(device: torch.device) -> dict[str, object]:
+    return {
+        **git_state(),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "device": device_name(device),
+        "device_type": device.type,
+    }

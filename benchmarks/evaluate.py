@@ -1,0 +1,67 @@
+"""Evaluation under the metrics protocol, plus the trivial baselines every leaderboard is read against."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from benchmarks.data import collate
+from benchmarks.metrics import IoUMeter, logits_to_masks
+from methods.model import RISModel
+
+
+def eval_subset(dataset: Dataset, limit: int) -> Dataset:
+    """The first `limit` expressions (all when 0): deterministic, so every method sees the same ones."""
+    return dataset if limit <= 0 or limit >= len(dataset) else Subset(dataset, range(limit))
+
+
+@torch.no_grad()
+def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: float,
+             device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """mIoU, oIoU, Prec@X (percent) and per-kind mIoU over `dataset`, plus inference throughput."""
+    meter = IoUMeter()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    was_training = model.training
+    model.eval()
+    seen, started = 0, time.perf_counter()
+    try:
+        for batch in loader:
+            tokens = model.backbone.tokenize(batch["text"]).to(device)
+            images = batch["image"].to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = model(images, tokens)
+            logits = logits.float().squeeze(1).cpu()
+            predictions = logits_to_masks(logits, batch["letterbox"], threshold)
+            for pred, target, kind in zip(predictions, batch["orig_mask"], batch["kind"], strict=True):
+                meter.update(pred, target, kind)
+            seen += logits.shape[0]
+    finally:
+        model.train(was_training)
+    elapsed = time.perf_counter() - started
+    return {**meter.compute(), "eval_seconds": elapsed, "images_per_second": seen / elapsed if elapsed else None}
+
+
+def trivial_baselines(dataset: Dataset) -> dict[str, dict[str, Any]]:
+    """Scores of predictions that ignore the expression, so a method's numbers have a floor to beat.
+
+    predict_all marks the whole image; largest_object (when the dataset can list a scene's objects)
+    picks the biggest object regardless of what the expression says.
+    """
+    meters = {"predict_all": IoUMeter()}
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    indices = list(dataset.indices) if isinstance(dataset, Subset) else range(len(dataset))
+    has_objects = hasattr(base, "object_masks")
+    if has_objects:
+        meters["largest_object"] = IoUMeter()
+    for index in indices:
+        item = base[index]
+        target = item["orig_mask"]
+        meters["predict_all"].update(torch.ones_like(target), target, item["kind"])
+        if has_objects:
+            objects = base.object_masks(index)
+            largest = max(objects, key=lambda m: int(m.sum()))
+            meters["largest_object"].update(largest, target, item["kind"])
+    return {name: meter.compute() for name, meter in meters.items()}

@@ -1,0 +1,120 @@
+"""Run records: one JSON file per (suite, method config, seed), written atomically.
+
+The layout follows peft's method_comparison (run_info / train_info / meta_info) with
+lm-evaluation-harness style per-split results. Reports are a pure function of these files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suites import Suite
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "diverged", "oom", "failed", "interrupted")
+DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What identifies a run: the suite's budget, the method and its config, the learning rate, the seed."""
+
+    suite: Suite
+    method: str
+    method_config: Any
+    lr: float
+    seed: int
+    off_budget: bool = False
+
+    def config(self) -> dict[str, Any]:
+        """The canonical resolved configuration (seed excluded) that the config hash covers."""
+        return {
+            "suite": self.suite.to_dict(),
+            "method": self.method,
+            "method_config": dataclasses.asdict(self.method_config),
+            "lr": self.lr,
+        }
+
+    @property
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResultStore:
+    """results/<suite>/<method>/<hash12>-seed<k>.json; never holds a partial file."""
+
+    def __init__(self, root: Path | str = DEFAULT_RESULTS):
+        self.root = Path(root)
+
+    def path_for(self, spec: RunSpec) -> Path:
+        return self.root / spec.suite.name / spec.method / f"{spec.config_hash[:12]}-seed{spec.seed}.json"
+
+    def load(self, spec: RunSpec) -> dict[str, Any] | None:
+        path = self.path_for(spec)
+        if not path.exists():
+            return None
+        try:
+            return read_record(path)
+        except ValueError:
+            return None
+
+    def is_finished(self, spec: RunSpec) -> bool:
+        """A successful record for this (config hash, seed) exists; re-running it is skipped."""
+        record = self.load(spec)
+        return bool(record and record["run_info"]["status"] == "ok"
+                    and record["run_info"]["config_hash"] == spec.config_hash)
+
+    def write(self, spec: RunSpec, record: dict[str, Any]) -> Path:
+        path = self.path_for(spec)
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
+        return path
+
+    def records(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Every readable record; unreadable files are skipped with a warning naming them."""
+        for path in sorted(self.root.rglob("*.json")):
+            try:
+                yield path, read_record(path)
+            except ValueError as exc:
+                warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a readable JSON run record ({exc.__class__.__name__})") from None
+    if not isinstance(record, dict) or record.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"not a run record of schema version {SCHEMA_VERSION}")
+    for section in ("run_info", "train_info", "results", "cost", "meta_info"):
+        if not isinstance(record.get(section), dict):
+            raise ValueError(f"run record lacks its '{section}' section")
+    return record
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and os.replace, so readers never see half a file."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

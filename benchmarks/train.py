@@ -1,0 +1,205 @@
+"""One run: build the model, adapt it with a method, train under the suite's budget, evaluate, record.
+
+Kept flat and readable on purpose (nanoGPT style): everything a run does is in `run`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm import tqdm
+
+from benchmarks import environment
+from benchmarks.data import build_dataset, collate
+from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
+from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
+from benchmarks.suites import Suite
+from methods.backbone import BackboneConfig
+from methods.decoder import segmentation_loss
+from methods.model import RISModel
+from methods.registry import get_method
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(suite: Suite, method: str, method_config: Any) -> RISModel:
+    """The suite's backbone and decoder, adapted by `method` (frozen backbone first, then the method)."""
+    backbone = BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(),
+                              image_size=suite.image_size, text_len=suite.text_len)
+    model = RISModel.build(backbone, suite.decoder_scale)
+    get_method(method).apply(model, method_config)
+    return model
+
+
+def lr_factor(suite: Suite, step: int) -> float:
+    """Multiplier of the base learning rate at `step` (0-based): linear warm-up, then the schedule."""
+    if step < suite.warmup_steps:
+        return (step + 1) / suite.warmup_steps
+    if suite.schedule == "step":
+        return 0.1 if step >= int(suite.lr_drop_at * suite.steps) else 1.0
+    if suite.schedule == "cosine":
+        span = max(1, suite.steps - suite.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * (step - suite.warmup_steps) / span))
+    return 1.0
+
+
+def make_optimizer(suite: Suite, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if suite.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=lr, weight_decay=suite.weight_decay)
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    """CUDA: peak allocated by tensors. CPU: the process's peak resident set size (ru_maxrss)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_process_peak_rss"
+
+
+def autocast_dtype(suite: Suite, device: torch.device) -> torch.dtype | None:
+    return torch.bfloat16 if device.type == "cuda" and suite.precision == "bf16" else None
+
+
+def infinite_batches(loader: DataLoader):
+    while True:
+        yield from loader
+
+
+def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate one run and write its record; the record is returned whatever the outcome."""
+    suite = spec.suite
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    curve: list[dict[str, float]] = []
+    status, error = "ok", None
+    results: dict[str, Any] = {}
+    baselines: dict[str, Any] = {}
+    steps_done, train_seconds, counts = 0, 0.0, None
+    started = time.perf_counter()
+    train_peak: tuple[float, str] | None = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    amp = autocast_dtype(suite, device)
+
+    try:
+        seed_everything(spec.seed)
+        model = build_model(suite, spec.method, spec.method_config).to(device)
+        counts = model.parameter_counts()
+        optimizer = make_optimizer(suite, model.trainable_parameters(), spec.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(suite, s))
+        train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
+        order = torch.Generator().manual_seed(spec.seed)
+        loader = DataLoader(train_set, batch_size=suite.batch_size, drop_last=True, collate_fn=collate,
+                            sampler=RandomSampler(train_set, generator=order))
+        batches = infinite_batches(loader)
+
+        model.train()
+        window, started = [], time.perf_counter()
+        bar = tqdm(range(suite.steps), desc=f"{spec.method} seed {spec.seed}", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        for step in bar:
+            batch = next(batches)
+            images = batch["image"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device, non_blocking=True)
+            tokens = model.backbone.tokenize(batch["text"]).to(device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = segmentation_loss(model(images, tokens).float(), masks)
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss became {loss.item()} at step {step}")
+            loss.backward()
+            if suite.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), suite.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            steps_done = step + 1
+            window.append(loss.item())
+            if steps_done % suite.log_every == 0 or steps_done == suite.steps:
+                elapsed = time.perf_counter() - started
+                curve.append({"step": steps_done, "loss": float(np.mean(window)),
+                              "lr": optimizer.param_groups[0]["lr"]})
+                bar.set_postfix(loss=f"{curve[-1]['loss']:.4f}",
+                                img_s=f"{steps_done * suite.batch_size / elapsed:.0f}")
+                window = []
+        train_seconds = time.perf_counter() - started
+        bar.close()
+        train_peak = peak_memory_mb(device)
+
+        for split in suite.eval_splits:
+            dataset = eval_subset(build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options),
+                                  suite.eval_limit)
+            results[split] = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold,
+                                      device=device, autocast_dtype=amp)
+            baselines[split] = trivial_baselines(dataset)
+    except Diverged as exc:
+        status, error = "diverged", str(exc)
+    except torch.cuda.OutOfMemoryError as exc:
+        status, error = "oom", str(exc).splitlines()[0]
+    except KeyboardInterrupt:
+        status, error = "interrupted", "interrupted by the user"
+    except Exception as exc:  # recorded, never lost: a sweep goes on past a failed run
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    if not train_seconds and steps_done:
+        train_seconds = time.perf_counter() - started
+    train_peak = train_peak or peak_memory_mb(device)
+    eval_peak = peak_memory_mb(device)
+
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_info": {
+            "suite": suite.name,
+            "method": spec.method,
+            "method_config": spec.config()["method_config"],
+            "lr": spec.lr,
+            "seed": spec.seed,
+            "config_hash": spec.config_hash,
+            "off_budget": spec.off_budget,
+            "status": status,
+            "error": error,
+            "started_at": started_at,
+            "config": spec.config(),
+        },
+        "train_info": {
+            "steps_planned": suite.steps,
+            "steps_done": steps_done,
+            "images_seen": steps_done * suite.batch_size,
+            "train_seconds": train_seconds,
+            "images_per_second": steps_done * suite.batch_size / train_seconds if train_seconds else None,
+            "final_loss": curve[-1]["loss"] if curve else None,
+            "precision": "bf16" if amp is not None else "fp32",
+            "curve": curve,
+        },
+        "results": results,
+        "baselines": baselines,
+        "cost": {
+            "params": counts.to_dict() if counts else None,
+            "peak_memory_train_mb": train_peak[0],
+            "peak_memory_eval_mb": eval_peak[0],
+            "memory_kind": train_peak[1],
+            "gflops_per_image": None,
+        },
+        "meta_info": environment.describe(device),
+    }
+    record = json.loads(json.dumps(record))  # exactly what the file holds (tuples become lists)
+    store.write(spec, record)
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    return record

@@ -1,0 +1,319 @@
+"""The open_clip image and text towers run block by block, so methods can act between blocks.
+
+ETRIS interleaves the two towers (Bridger after visual stage k and text block k); open_clip's own
+forward runs each tower in one call. Backbone exposes the stems, the blocks and the heads separately and
+`encode` steps both towers in lock step, calling an optional `bridge` at declared stage pairs and taking
+the three decoder taps after it. Attention is unfused (methods/attention.py) so PET methods see q/k/v.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip import pretrained as oc_pretrained
+from open_clip.convert import convert_state_dict
+from open_clip.factory import load_state_dict
+from open_clip.model import resize_pos_embed
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
+from torch import LongTensor, Tensor, nn
+
+from benchmarks.errors import UserError
+from methods.attention import unfuse_attention
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+_configs_registered = False
+
+
+def register_model_configs() -> None:
+    """Make the project's open_clip configs (e.g. risbench-tiny-vit) known to open_clip, once."""
+    global _configs_registered
+    if not _configs_registered:
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        _configs_registered = True
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    arch: str = "risbench-tiny-vit"
+    pretrained: str | None = None  # open_clip pretrained tag, or a local .safetensors/.pt/.bin path
+    image_size: int = 64
+    text_len: int = 16
+
+    def __post_init__(self) -> None:
+        register_model_configs()
+        if self.arch not in open_clip.list_models():
+            raise UserError(f"unknown backbone arch '{self.arch}'; choose one of: {open_clip.list_models()}")
+        if self.pretrained is not None and not (isinstance(self.pretrained, str) and self.pretrained):
+            raise ValueError("pretrained must be None, an open_clip tag or a weights file path")
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        if self.text_len < 2:
+            raise ValueError(f"text_len must be >= 2 (start and end tokens), got {self.text_len}")
+
+
+@dataclass
+class BackboneFeatures:
+    visual: list[Tensor]  # 3 decoder taps [B, C_i, H_i, W_i]
+    words: Tensor  # [B, L, text_width] after ln_final, not projected
+    pad_mask: Tensor  # [B, L] bool, True at padding (token id 0)
+    sentence: Tensor  # [B, embed_dim]: the EOT word projected by text_projection
+
+
+def resize_grid(pos: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bicubic resize of a square grid of position embeddings [N, C] to [h*w, C]."""
+    side = math.isqrt(pos.shape[0])
+    if side * side != pos.shape[0]:
+        raise ValueError(f"position embedding of {pos.shape[0]} rows is not a square grid")
+    if (side, side) == size:
+        return pos
+    grid = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=size, mode="bicubic", antialias=True, align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(size[0] * size[1], -1)
+
+
+def _checkpoint_path(config: BackboneConfig) -> tuple[Path, dict] | None:
+    """Resolve config.pretrained to a file (downloading a tag if open_clip can) and its tag config."""
+    tag = config.pretrained
+    if tag is None:
+        return None
+    tag_cfg = oc_pretrained.get_pretrained_cfg(config.arch, tag)
+    if tag_cfg:
+        try:
+            return Path(oc_pretrained.download_pretrained(tag_cfg)), tag_cfg
+        except Exception as exc:  # network, hub and cache errors all mean the same to the user
+            raise UserError(
+                f"cannot load pretrained weights '{tag}' for {config.arch}: no network or cache; download "
+                "them and pass --pretrained /path/to/open_clip_model.safetensors"
+            ) from exc
+    path = Path(tag)
+    if path.suffix in _WEIGHT_SUFFIXES or path.exists():
+        if not path.is_file():
+            raise UserError(f"pretrained weights file not found: {path}")
+        return path, {}
+    tags = oc_pretrained.list_pretrained_tags_by_model(config.arch)
+    raise UserError(f"unknown pretrained tag '{tag}' for {config.arch}; use one of {tags} or a weights file")
+
+
+def _load_weights(clip: nn.Module, path: Path) -> None:
+    """open_clip's checkpoint loading plus the ResNet attnpool grid resize it lacks; weights become fp32."""
+    try:
+        state = load_state_dict(str(path))
+    except Exception as exc:
+        raise UserError(f"cannot read pretrained weights file {path}: {exc}") from exc
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    state = convert_state_dict(clip, state)
+    resize_pos_embed(state, clip)
+    key = "visual.attnpool.positional_embedding"
+    if isinstance(clip.visual, ModifiedResNet) and key in state:
+        side = math.isqrt(clip.visual.attnpool.positional_embedding.shape[0] - 1)
+        state[key] = torch.cat([state[key][:1], resize_grid(state[key][1:], (side, side))])
+    try:
+        clip.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise UserError(f"weights in {path} do not fit this architecture: {first_line}") from exc
+
+
+def _build_clip(config: BackboneConfig) -> nn.Module:
+    resolved = _checkpoint_path(config)
+    tag_cfg = resolved[1] if resolved else {}
+    clip = open_clip.create_model(
+        config.arch,
+        pretrained=None,
+        force_image_size=config.image_size,
+        force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+        force_preprocess_cfg={k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg},
+    )
+    if resolved:
+        _load_weights(clip, resolved[0])
+    return clip.float()
+
+
+class Backbone(nn.Module):
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.clip = _build_clip(config)
+        visual = self.clip.visual
+        if isinstance(visual, VisionTransformer):
+            self.kind = "vit"
+            layers = len(visual.transformer.resblocks)
+            if layers < 3:
+                raise UserError(f"{config.arch}: the ViT needs at least 3 blocks for 3 taps, has {layers}")
+            self.stage_widths = [visual.transformer.width] * layers
+            self.tap_stages = (layers // 3 - 1, 2 * layers // 3 - 1, layers - 1)
+            stride = visual.patch_size[0]
+            self.tap_strides = (stride, stride, stride)
+        elif isinstance(visual, ModifiedResNet):
+            self.kind = "resnet"
+            self.stage_widths = [layer[-1].conv3.out_channels for layer in self._resnet_layers()]
+            self.tap_stages = (1, 2, 3)
+            self.tap_strides = (8, 16, 32)
+            stride = 32
+        else:
+            raise UserError(f"{config.arch}: unsupported image tower {type(visual).__name__}")
+        if config.image_size % stride:
+            raise UserError(f"image_size {config.image_size} must be a multiple of {stride} ({config.arch})")
+        if not hasattr(self.clip, "token_embedding"):
+            raise UserError(f"{config.arch}: unsupported text tower (needs open_clip's built-in CLIP text)")
+        if config.text_len > self.clip.context_length:
+            raise UserError(
+                f"text_len {config.text_len} exceeds the context length {self.clip.context_length} of "
+                f"{config.arch}"
+            )
+        self.grid = config.image_size // stride
+        self.text_width = self.clip.transformer.width
+        self.embed_dim = visual.output_dim
+        self.tap_widths = [
+            self.stage_widths[self.tap_stages[0]],
+            self.stage_widths[self.tap_stages[1]],
+            self.embed_dim,
+        ]
+        self.bridge: nn.Module | None = None
+        self._bn_frozen = False
+        unfuse_attention(self.clip)
+        pre = visual.preprocess_cfg
+        self.register_buffer("pixel_mean", torch.tensor(pre["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pre["std"]).view(1, 3, 1, 1), persistent=False)
+        self._tokenizer = open_clip.get_tokenizer(config.arch)
+
+    # Stages are properties, not submodules: registering them again would duplicate state_dict keys.
+    def _resnet_layers(self) -> list[nn.Module]:
+        v = self.clip.visual
+        return [v.layer1, v.layer2, v.layer3, v.layer4]
+
+    @property
+    def image_stages(self) -> nn.ModuleList:
+        if self.kind == "vit":
+            return self.clip.visual.transformer.resblocks
+        return nn.ModuleList(self._resnet_layers())
+
+    @property
+    def text_blocks(self) -> nn.ModuleList:
+        return self.clip.transformer.resblocks
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """CLIP parameters the segmentation forward uses (the contrastive logit scale/bias are not)."""
+        return [p for n, p in self.clip.named_parameters() if not n.startswith("logit_")]
+
+    def freeze_batchnorm(self) -> None:
+        """Frozen BatchNorm must not update running stats, so it stays in eval mode across train()."""
+        self._bn_frozen = True
+        self.train(self.training)
+
+    def unfreeze_batchnorm(self) -> None:
+        """Let CLIP's BatchNorm statistics update in training again (full fine-tuning, ETRIS's drift)."""
+        self._bn_frozen = False
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if self._bn_frozen:  # only CLIP's own BatchNorms: modules methods add (a bridge) train normally
+            for m in self.clip.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def tokenize(self, texts: list[str]) -> LongTensor:
+        for t in texts:
+            if not isinstance(t, str) or not t.strip():
+                raise UserError(f"referring expression must be a non-empty string, got {t!r}")
+        return self._tokenizer(texts, context_length=self.config.text_len)
+
+    def image_stem(self, images: Tensor) -> Tensor:
+        x = (images - self.pixel_mean) / self.pixel_std
+        v = self.clip.visual
+        if self.kind == "resnet":
+            return v.stem(x)
+        x = v.conv1(x).flatten(2).transpose(1, 2)
+        cls = v.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls.to(x.dtype), x], dim=1) + v.positional_embedding
+        return v.ln_pre(x)
+
+    def text_stem(self, tokens: Tensor) -> Tensor:
+        return self.clip.token_embedding(tokens) + self.clip.positional_embedding[: tokens.shape[1]]
+
+    def run_text_block(self, i: int, x: Tensor) -> Tensor:
+        n = x.shape[1]
+        return self.text_blocks[i](x, attn_mask=self.clip.attn_mask[:n, :n])
+
+    def _patches_to_map(self, x: Tensor) -> Tensor:
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], self.grid, self.grid)
+
+    def tokens_to_map(self, x: Tensor) -> Tensor:
+        return x if self.kind == "resnet" else self._patches_to_map(x[:, 1:])
+
+    def map_to_tokens(self, v: Tensor, like: Tensor) -> Tensor:
+        if self.kind == "resnet":
+            return v
+        return torch.cat([like[:, :1], v.flatten(2).transpose(1, 2)], dim=1)
+
+    def image_head(self, x: Tensor) -> Tensor:
+        if self.kind == "vit":
+            v = self.clip.visual
+            return self._patches_to_map(v.ln_post(x[:, 1:]) @ v.proj)
+        return self._spatial_attnpool(x)
+
+    def _spatial_attnpool(self, x: Tensor) -> Tensor:
+        """CLIP's attention pool queried at every position (CRIS/ETRIS), via its Linears so PET sees them."""
+        pool = self.clip.visual.attnpool
+        b, _, h, w = x.shape
+        pos = resize_grid(pool.positional_embedding[1:], (h, w))
+        t = x.flatten(2).transpose(1, 2) + pos
+        heads = pool.num_heads
+
+        def split(y: Tensor) -> Tensor:
+            return y.view(b, h * w, heads, -1).transpose(1, 2)
+
+        q, k, v = split(pool.q_proj(t)), split(pool.k_proj(t)), split(pool.v_proj(t))
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = pool.c_proj(out.transpose(1, 2).reshape(b, h * w, -1))
+        return out.transpose(1, 2).reshape(b, -1, h, w)
+
+    def text_head(self, x: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        words = self.clip.ln_final(x)
+        eot = words[torch.arange(words.shape[0], device=words.device), tokens.argmax(dim=-1)]
+        proj = self.clip.text_projection
+        sentence = proj(eot) if isinstance(proj, nn.Linear) else eot @ proj
+        return words, tokens == 0, sentence
+
+    def _bridge_pairs(self) -> dict[int, tuple[int, int]]:
+        """image stage -> (pair index, text block), after checking the bridge's pairs."""
+        if self.bridge is None:
+            return {}
+        pairs = list(self.bridge.pairs)
+        for (i0, t0), (i1, t1) in zip(pairs, pairs[1:], strict=False):
+            if not (i1 > i0 and t1 > t0):
+                raise ValueError(f"bridge pairs must increase in both stage and block, got {pairs}")
+        for i, t in pairs:
+            if not (0 <= i < len(self.stage_widths) and 0 <= t < len(self.text_blocks)):
+                raise ValueError(f"bridge pair {(i, t)} out of range for {self.config.arch}")
+        return {i: (k, t) for k, (i, t) in enumerate(pairs)}
+
+    def encode(self, images: Tensor, tokens: Tensor) -> BackboneFeatures:
+        pairs = self._bridge_pairs()
+        pad_mask = tokens == 0
+        img, txt = self.image_stem(images), self.text_stem(tokens)
+        text_done = 0
+        taps: list[Tensor] = []
+        for s, stage in enumerate(self.image_stages):
+            img = stage(img)
+            if s in pairs:
+                k, t = pairs[s]
+                for j in range(text_done, t + 1):
+                    txt = self.run_text_block(j, txt)
+                text_done = t + 1
+                img, txt = self.bridge(k, img, txt, pad_mask)
+            if s in self.tap_stages:
+                taps.append(self.image_head(img) if s == self.tap_stages[-1] else self.tokens_to_map(img))
+        for j in range(text_done, len(self.text_blocks)):
+            txt = self.run_text_block(j, txt)
+        words, pad_mask, sentence = self.text_head(txt, tokens)
+        return BackboneFeatures(visual=taps, words=words, pad_mask=pad_mask, sentence=sentence)

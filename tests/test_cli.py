@@ -1,0 +1,29 @@
+"""Bad input: one clear line on stderr, exit code 2, nothing written."""
+
+import pytest
+
+from benchmarks.cli import main
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "--method", "lorra"], "unknown method 'lorra'"),
+    (["bench", "--method", "full", "--suite", "nope"], "unknown suite 'nope'"),
+    (["bench", "--method", "full", "--set", "rank=4"], "has no option 'rank'"),
+    (["bench", "--method", "full", "--set", "rank"], "--set expects KEY=VALUE"),
+    (["bench", "--method", "full", "--budget", "steps=5"], "--allow-budget-override"),
+    (["bench", "--method", "full", "--budget", "steps=-5", "--allow-budget-override"], "steps must be a positive"),
+    (["bench", "--method", "full", "--budget", "batch_size=0", "--allow-budget-override"], "batch_size"),
+    (["bench", "--method", "full", "--budget", "lr=nan", "--allow-budget-override"], "lr"),
+    (["bench", "--method", "full", "--budget", "stepz=1", "--allow-budget-override"], "unknown suite key 'stepz'"),
+    (["bench", "--method", "full", "--lr", "0.5"], "outside suite 'shapes' lr_grid"),
+    (["bench"], "needs --method"),
+    (["data", "stats", "--dataset", "coco"], "unknown dataset 'coco'"),
+    (["sweep"], "not available yet"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    if argv[0] == "bench":
+        argv = [*argv, "--out", str(tmp_path / "results")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "results").exists()

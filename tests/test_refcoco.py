@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+import torch
+from refer_fixture import ANNS, IMAGES, OBJECT_RGB, build_refer, rect_mask
+
+from benchmarks.data.letterbox import Letterbox
+from benchmarks.data.refcoco import RefCOCODataset
+from benchmarks.errors import UserError
+
+SIZE = 32
+
+
+@pytest.fixture
+def refcoco(tmp_path):
+    return build_refer(tmp_path)
+
+
+def _items(dataset):
+    return [dataset[i] for i in range(len(dataset))]
+
+
+@pytest.mark.parametrize("split", ["train", "val", "testA", "testB"])
+def test_every_sentence_of_the_split_is_an_item(refcoco, split):
+    items = _items(RefCOCODataset("refcoco", split, refcoco.root, SIZE))
+    got = sorted((item["ref_id"], item["text"]) for item in items)
+    assert got == sorted(refcoco.expressions(split))
+    assert got, "each split holds at least one ref in the fixture"
+
+
+def test_masks_have_the_annotated_area(refcoco):
+    # Areas of the drawn rectangles, by hand: polygon 12x20, uncompressed RLE 21x10, compressed RLE 16x20.
+    areas = {1: 12 * 20, 2: 21 * 10, 3: 16 * 20}
+    ann_of_ref = {r["ref_id"]: r["ann_id"] for r in refcoco.refs}
+    seen = set()
+    for split in ("train", "val", "testA", "testB"):
+        for item in _items(RefCOCODataset("refcoco", split, refcoco.root, SIZE)):
+            ann_id = ann_of_ref[item["ref_id"]]
+            image_id, _, rect = ANNS[ann_id]
+            assert int(item["orig_mask"].sum()) == areas[ann_id]
+            assert torch.equal(item["orig_mask"], torch.from_numpy(rect_mask(image_id, rect)))
+            seen.add(ann_id)
+    assert seen == {1, 2, 3}  # polygon, uncompressed RLE and compressed RLE all decoded
+
+
+def test_item_follows_the_data_contract(refcoco):
+    item = RefCOCODataset("refcoco", "val", refcoco.root, SIZE)[0]  # image 202: 50 high, 30 wide
+    h, w = IMAGES[202]
+    lb = item["letterbox"]
+    assert lb == Letterbox.fit(h, w, SIZE)
+    assert item["kind"] == "ref" and isinstance(item["text"], str)
+    assert item["image"].shape == (3, SIZE, SIZE) and item["image"].dtype == torch.float32
+    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert item["orig_mask"].shape == (h, w) and item["orig_mask"].dtype == torch.bool
+    assert item["mask"].dtype == torch.float32
+    assert torch.equal(item["mask"], lb.apply_mask(item["orig_mask"].numpy()))
+    # The object's colour sits at the centre of its letterboxed mask (JPEG and resampling blur the edges).
+    rows, cols = torch.nonzero(item["mask"], as_tuple=True)
+    centre = item["image"][:, (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2]
+    assert torch.allclose(centre, torch.tensor(OBJECT_RGB) / 255.0, atol=0.04)
+
+
+def test_refer_toolkit_image_layout_is_accepted(tmp_path):
+    fixture = build_refer(tmp_path, image_dir="images/mscoco/images/train2014")
+    item = RefCOCODataset("refcoco", "train", fixture.root, SIZE)[0]
+    assert item["orig_mask"].shape == IMAGES[101]
+
+
+def test_refcocog_umd_and_google_partitions(tmp_path):
+    umd = build_refer(tmp_path, name="refcocog", split_by="umd", splits=("train", "val", "test"))
+    test = RefCOCODataset("refcocog", "test", umd.root, SIZE)  # umd is the default partition
+    assert sorted((i["ref_id"], i["text"]) for i in _items(test)) == sorted(umd.expressions("test"))
+    google = build_refer(tmp_path, name="refcocog", split_by="google", splits=("train", "val"))
+    val = RefCOCODataset("refcocog", "val", google.root, SIZE, split_by="google")
+    assert len(val) == len(google.expressions("val"))
+    with pytest.raises(UserError, match="valid splits: train, val$"):
+        RefCOCODataset("refcocog", "test", google.root, SIZE, split_by="google")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("refcoco", "testC"), "valid splits: train, val, testA, testB"),
+        (("refcocox", "val"), "unknown RefCOCO-family dataset"),
+        (("refcocox", "val", "unc"), "unknown RefCOCO-family dataset"),
+    ],
+)
+def test_bad_names_raise_user_error(refcoco, args, message):
+    with pytest.raises(UserError, match=message):
+        RefCOCODataset(*args[:2], root=refcoco.root, image_size=SIZE, split_by=(args[2:] or [None])[0])
+    with pytest.raises(UserError, match="no split_by 'google'"):
+        RefCOCODataset("refcoco", "val", refcoco.root, SIZE, split_by="google")
+
+
+@pytest.mark.parametrize("missing", ["refcoco/refs(unc).p", "refcoco/instances.json"])
+def test_missing_annotation_file_names_it_and_says_what_to_download(refcoco, missing):
+    (refcoco.root / missing).unlink()
+    with pytest.raises(UserError) as err:
+        RefCOCODataset("refcoco", "val", refcoco.root, SIZE)
+    assert str(refcoco.root / missing) in str(err.value)
+    assert "lichengunc/refer" in str(err.value) and "train2014" in str(err.value)
+
+
+def test_missing_image_folder_and_image(refcoco):
+    image = refcoco.root / "images/train2014/COCO_train2014_000000000202.jpg"
+    image.unlink()
+    dataset = RefCOCODataset("refcoco", "val", refcoco.root, SIZE)  # folder still there
+    with pytest.raises(UserError, match=f"missing image {image}"):
+        dataset[0]
+    for path in sorted((refcoco.root / "images/train2014").iterdir()):
+        path.unlink()
+    (refcoco.root / "images/train2014").rmdir()
+    with pytest.raises(UserError, match="no COCO train2014 image folder"):
+        RefCOCODataset("refcoco", "val", refcoco.root, SIZE)
+
+
+@pytest.mark.parametrize(
+    ("target", "content"),
+    [("refcoco/refs(unc).p", b"not a pickle"), ("refcoco/instances.json", b"{broken")],
+)
+def test_corrupt_annotation_file_names_it(refcoco, target, content):
+    (refcoco.root / target).write_bytes(content)
+    with pytest.raises(UserError, match="corrupt") as err:
+        RefCOCODataset("refcoco", "val", refcoco.root, SIZE)
+    assert str(refcoco.root / target) in str(err.value)
+
+
+@pytest.mark.parametrize("bad", ["   ", None, 7])
+def test_empty_or_non_text_sentence_names_the_ref(refcoco, bad):
+    refcoco.refs[1]["sentences"][0]["sent"] = bad
+    refcoco.write_refs()
+    with pytest.raises(UserError, match=f"ref_id {refcoco.refs[1]['ref_id']}"):
+        RefCOCODataset("refcoco", refcoco.refs[1]["split"], refcoco.root, SIZE)
+
+
+def test_image_that_disagrees_with_annotations_is_rejected(refcoco):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(
+        refcoco.root / "images/train2014/COCO_train2014_000000000202.jpg")
+    with pytest.raises(UserError, match="do not match the annotations"):
+        RefCOCODataset("refcoco", "val", refcoco.root, SIZE)[0]

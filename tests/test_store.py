@@ -1,0 +1,67 @@
+import json
+import multiprocessing
+
+import pytest
+
+from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec, atomic_write_text, read_record
+from benchmarks.suites import load_suite
+from methods import get_method
+
+
+def make_spec(seed=0, **method_options):
+    spec = get_method("full")
+    return RunSpec(load_suite("smoke"), "full", spec.make_config(method_options), lr=1e-3, seed=seed)
+
+
+def minimal_record(status="ok"):
+    return {"schema_version": SCHEMA_VERSION, "run_info": {"status": status, "config_hash": None},
+            "train_info": {}, "results": {}, "cost": {}, "meta_info": {}}
+
+
+def test_config_hash_is_stable_and_covers_the_method_config_but_not_the_seed():
+    assert make_spec().config_hash == make_spec().config_hash
+    assert make_spec(seed=0).config_hash == make_spec(seed=1).config_hash
+    assert make_spec(train_batchnorm_stats=False).config_hash != make_spec().config_hash
+
+
+def test_finished_run_is_recognised_only_when_ok(tmp_path):
+    store, spec = ResultStore(tmp_path), make_spec()
+    assert not store.is_finished(spec)
+    record = minimal_record("diverged")
+    record["run_info"]["config_hash"] = spec.config_hash
+    store.write(spec, record)
+    assert not store.is_finished(spec)
+    record["run_info"]["status"] = "ok"
+    store.write(spec, record)
+    assert store.is_finished(spec)
+    assert store.path_for(spec).parent == tmp_path / "smoke" / "full"
+
+
+def test_corrupt_records_are_skipped_with_a_warning_naming_the_file(tmp_path):
+    store = ResultStore(tmp_path)
+    good = tmp_path / "s" / "m" / "good.json"
+    atomic_write_text(good, json.dumps(minimal_record()))
+    bad = tmp_path / "s" / "m" / "bad.json"
+    bad.write_text('{"schema_version": 1, "run_info": ')
+    with pytest.warns(UserWarning, match="bad.json"):
+        paths = [p for p, _ in store.records()]
+    assert paths == [good]
+    with pytest.raises(ValueError, match="lacks its 'cost'"):
+        bad.write_text(json.dumps({**minimal_record(), "cost": None}))
+        read_record(bad)
+
+
+def _write_many(root, worker):
+    for i in range(25):
+        atomic_write_text(root / f"w{worker}-{i}.json", json.dumps(minimal_record()) + " " * 5000)
+
+
+def test_atomic_writes_leave_no_partial_or_temporary_files(tmp_path):
+    procs = [multiprocessing.Process(target=_write_many, args=(tmp_path, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 100 and all(f.suffix == ".json" for f in files)
+    assert all(read_record(f)["run_info"]["status"] == "ok" for f in files)

@@ -1,0 +1,74 @@
+import math
+
+import pytest
+import torch
+
+import benchmarks.train as train
+from benchmarks.store import ResultStore, RunSpec, read_record
+from benchmarks.suites import load_suite
+from methods import get_method
+
+CPU = torch.device("cpu")
+
+
+def smoke_spec(method="frozen", seed=0, **budget):
+    suite = load_suite("smoke").replace({"pretrained": None, **budget})
+    return RunSpec(suite, method, get_method(method).make_config(), lr=suite.lr, seed=seed)
+
+
+def test_smoke_run_writes_a_complete_record(tmp_path):
+    store = ResultStore(tmp_path)
+    spec = smoke_spec("full")
+    record = train.run(spec, store, device=CPU, progress=False)
+    assert record == read_record(store.path_for(spec))
+    info = record["run_info"]
+    assert info["status"] == "ok" and info["error"] is None
+    assert info["config_hash"] == spec.config_hash and info["seed"] == 0 and info["method"] == "full"
+    assert record["train_info"]["steps_done"] == spec.suite.steps
+    assert record["train_info"]["images_seen"] == spec.suite.steps * spec.suite.batch_size
+    assert [c["step"] for c in record["train_info"]["curve"]] == [1, 2, 3]
+    val = record["results"]["val"]
+    assert val["n"] == spec.suite.eval_limit
+    for key in ("mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9"):
+        assert 0 <= val[key] <= 100 and not math.isnan(val[key])
+    assert set(record["baselines"]["val"]) >= {"predict_all"}
+    params = record["cost"]["params"]
+    assert params["trainable"] == params["total"] - 1  # all but CLIP's contrastive logit scale
+    assert record["cost"]["peak_memory_train_mb"] > 0
+    meta = record["meta_info"]
+    assert {"git_sha", "git_dirty", "packages", "device"} <= set(meta)
+    assert meta["packages"]["open_clip_torch"]
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    records = [train.run(smoke_spec(), ResultStore(tmp_path / str(i)), device=CPU, progress=False)
+               for i in range(2)]
+    assert _metrics(records[0]) == _metrics(records[1])
+    assert [c["loss"] for c in records[0]["train_info"]["curve"]] == \
+        [c["loss"] for c in records[1]["train_info"]["curve"]]
+
+
+def test_nan_loss_ends_as_diverged_with_its_record(tmp_path, monkeypatch):
+    real_loss = train.segmentation_loss
+    monkeypatch.setattr(train, "segmentation_loss", lambda logits, mask: real_loss(logits, mask) * math.nan)
+    store = ResultStore(tmp_path)
+    spec = smoke_spec()
+    record = train.run(spec, store, device=CPU, progress=False)
+    assert record["run_info"]["status"] == "diverged" and "nan" in record["run_info"]["error"]
+    assert record["train_info"]["steps_done"] == 0 and record["results"] == {}
+    assert read_record(store.path_for(spec))["run_info"]["status"] == "diverged"
+    assert not store.is_finished(spec)
+
+
+@pytest.mark.parametrize("schedule,expected", [("step", [1.0, 1.0, 0.1, 0.1]), ("constant", [1.0] * 4)])
+def test_learning_rate_schedule(schedule, expected):
+    suite = load_suite("smoke").replace({"steps": 4, "schedule": schedule, "lr_drop_at": 0.5})
+    assert [train.lr_factor(suite, s) for s in range(4)] == expected
+    warm = suite.replace({"warmup_steps": 2})
+    assert train.lr_factor(warm, 0) == 0.5
+
+
+def _metrics(record):
+    """Per-split metrics without the wall-clock fields."""
+    return {split: {k: v for k, v in m.items() if k not in ("eval_seconds", "images_per_second")}
+            for split, m in record["results"].items()}
