@@ -10,6 +10,7 @@ from pathlib import Path
 from benchmarks.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
@@ -72,9 +73,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("bench needs --method NAME (see --list-methods)")
     import torch
 
+    from benchmarks.checkpoint import Checkpointer
     from benchmarks.store import ResultStore
     from benchmarks.summary import print_summary
-    from benchmarks.train import run
+    from benchmarks.train import run, sigterm_as_interrupt
 
     spec = resolve_spec(args)
     device = _device(args.device)
@@ -86,7 +88,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    record = run(spec, store, device=device, progress=not args.no_progress)
+    folder = Path(args.checkpoint_dir) / spec.suite.name / spec.method / path.stem
+    try:
+        with sigterm_as_interrupt():
+            record = run(spec, store, device=device, progress=not args.no_progress,
+                         checkpoints=Checkpointer(folder, spec.config_hash),
+                         checkpoint_every=args.checkpoint_every, workers=args.workers)
+    except KeyboardInterrupt:
+        print(f"interrupted: recorded in {path}; run the same command again to resume from {folder}",
+              file=sys.stderr)
+        return 130
     print_summary(record)
     print(f"record: {path}")
     return 0 if record["run_info"]["status"] == "ok" else 1
@@ -107,9 +118,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     else:
         from benchmarks.data.preview import dataset_stats
 
-        limit = args.n if args.n else len(dataset)
-        print(f"{args.dataset} {args.split}: {len(dataset)} expressions (stats over {min(limit, len(dataset))})")
-        print(dataset_stats(dataset, limit=limit).to_string())
+        print(f"{args.dataset} {args.split}: {len(dataset)} expressions")
+        print(dataset_stats(dataset).to_string(index=False))
     return 0
 
 
@@ -142,11 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="change a suite budget key (needs --allow-budget-override)")
     bench.add_argument("--allow-budget-override", action="store_true",
                        help="accept budget changes; the record is marked off_budget")
-    bench.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "results"),
+    bench.add_argument("--out", default=str(REPO / "results"),
                        help="results folder (default: results/)")
     bench.add_argument("--force", action="store_true", help="re-run even if this run already finished")
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    bench.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
+    bench.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+                       help="save a resumable checkpoint every STEPS steps (0: only when interrupted)")
+    bench.add_argument("--checkpoint-dir", default=str(REPO / "runs" / "checkpoints"),
+                       help="where checkpoints live until their run is recorded (default: runs/checkpoints)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--list-methods", action="store_true", help="list methods with parameter counts")
     bench.set_defaults(handler=cmd_bench)
@@ -156,21 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default="shapes")
     data.add_argument("--split", default="val")
     data.add_argument("--image-size", type=int, default=64)
-    data.add_argument("-n", type=int, default=16, help="images in the preview / expressions for stats (0=all)")
+    data.add_argument("-n", type=int, default=16, help="images in the preview")
     data.add_argument("--out", default="preview.png", help="preview PNG path")
     data.set_defaults(handler=cmd_data)
 
     pretrain = sub.add_parser("pretrain", help="rebuild the offline default backbone (contrastive, shapes captions)")
-    pretrain.add_argument("--steps", type=int, default=3000)
+    pretrain.add_argument("--steps", type=int, default=1500)
     pretrain.add_argument("--batch-size", type=int, default=128)
     pretrain.add_argument("--seed", type=int, default=0)
-    pretrain.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "methods" / "assets"))
+    pretrain.add_argument("--out", default=str(REPO / "methods" / "assets"))
     pretrain.add_argument("--no-progress", action="store_true")
     pretrain.set_defaults(handler=cmd_pretrain)
 
+    from benchmarks.profile import add_profile_arguments, cmd_profile
+
+    profile = sub.add_parser("profile", help="FLOPs, parameters, peak memory and throughput per method")
+    add_profile_arguments(profile)
+    profile.set_defaults(handler=cmd_profile)
+
     for name, issue in (("sweep", "sweeps land with the leaderboard issue"),
-                        ("report", "reports land with the leaderboard issue"),
-                        ("profile", "profiling lands with the cost-profiling issue")):
+                        ("report", "reports land with the leaderboard issue")):
         stub = sub.add_parser(name, help=f"not yet available: {issue}")
         stub.add_argument("rest", nargs=argparse.REMAINDER)
         stub.set_defaults(handler=not_yet(issue))

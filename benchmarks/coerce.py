@@ -7,12 +7,17 @@ from typing import Any
 from benchmarks.errors import UserError
 
 
-def coerce(value: Any, like: Any, key: str) -> Any:
-    """`value` converted to the type of `like` (the field's current or default value)."""
+def coerce(value: Any, like: Any, key: str, optional: bool = False) -> Any:
+    """`value` converted to the type of `like` (the field's current or default value).
+
+    For an `optional` field (annotated `X | None`) the strings "none" and "null" mean None.
+    """
+    if isinstance(value, str) and (optional or like is None) and value.lower() in ("none", "null"):
+        return None
     if not isinstance(value, str):
         return tuple(value) if isinstance(like, tuple) and isinstance(value, list) else value
     if like is None or isinstance(like, str):
-        return None if like is None and value.lower() == "none" else value
+        return value
     try:
         if isinstance(like, bool):
             if value.lower() not in ("true", "false", "1", "0"):

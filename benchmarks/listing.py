@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pandas as pd
 
 from methods.backbone import BackboneConfig
@@ -15,9 +17,10 @@ def method_table() -> pd.DataFrame:
     """Parameter counts with random weights (counts do not depend on the weights' values)."""
     rows = []
     for arch, size, text_len, scale in LISTED_BACKBONES:
+        base = RISModel.build(BackboneConfig(arch=arch, image_size=size, text_len=text_len), scale)
         for name in list_methods():
             spec = get_method(name)
-            model = RISModel.build(BackboneConfig(arch=arch, image_size=size, text_len=text_len), scale)
+            model = copy.deepcopy(base)
             spec.apply(model, spec.make_config())
             counts = model.parameter_counts()
             rows.append({"method": name, "backbone": arch, "trainable": counts.trainable,

@@ -32,7 +32,7 @@ CARD_NAME = f"{ARCH}.json"
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 3000
+    steps: int = 1500
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -106,7 +106,7 @@ def pretrain(config: PretrainConfig, out: Path, progress: bool = True) -> dict[s
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, fused=True)
 
     def factor(step: int) -> float:
         if step < config.warmup_steps:

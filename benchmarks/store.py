@@ -22,6 +22,8 @@ from benchmarks.suites import Suite
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "failed", "interrupted")
 DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

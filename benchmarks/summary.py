@@ -31,6 +31,9 @@ def print_summary(record: dict[str, Any]) -> None:
         print(f"trainable {params['trainable']:,} / {params['total']:,} params "
               f"({100 * params['ratio_trainable']:.2f}%); added {params['added']:,} "
               f"({100 * params['ratio_added']:.2f}% of CLIP)")
+    if cost.get("gflops_per_image") is not None:
+        print(f"inference {cost['gflops_per_image']:.3f} GFLOPs per image, training "
+              f"{cost['train_gflops_per_image']:.3f} GFLOPs per image (2 x multiply-adds)")
     if train["train_seconds"]:
         print(f"train {train['train_seconds']:.1f} s for {train['steps_done']} steps "
               f"({train['images_per_second']:.0f} img/s), peak memory {cost['peak_memory_train_mb']:.0f} MB "

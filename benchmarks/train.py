@@ -9,18 +9,22 @@ import json
 import math
 import random
 import resource
+import signal
 import sys
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmarks import environment
+from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
 from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
 from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
@@ -41,13 +45,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(suite: Suite, method: str, method_config: Any) -> RISModel:
-    """The suite's backbone and decoder, adapted by `method` (frozen backbone first, then the method)."""
+def build_base_model(suite: Suite) -> RISModel:
+    """The suite's backbone (frozen) and decoder, before any method."""
     backbone = BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(),
                               image_size=suite.image_size, text_len=suite.text_len)
-    model = RISModel.build(backbone, suite.decoder_scale)
+    return RISModel.build(backbone, suite.decoder_scale)
+
+
+def build_model(suite: Suite, method: str, method_config: Any) -> RISModel:
+    """The suite's base model adapted by `method`."""
+    model = build_base_model(suite)
     get_method(method).apply(model, method_config)
     return model
+
+
+def training_step(model: RISModel, suite: Suite, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                  tokens: torch.Tensor, masks: torch.Tensor, amp: torch.dtype | None) -> float:
+    """One optimisation step exactly as every run takes it; a NaN/inf loss raises Diverged before the update."""
+    with torch.autocast(images.device.type, dtype=amp, enabled=amp is not None):
+        loss = segmentation_loss(model(images, tokens).float(), masks)
+    if not torch.isfinite(loss):
+        raise Diverged(f"loss became {loss.item()}")
+    loss.backward()
+    if suite.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), suite.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
 
 
 def lr_factor(suite: Suite, step: int) -> float:
@@ -64,7 +88,8 @@ def lr_factor(suite: Suite, step: int) -> float:
 
 def make_optimizer(suite: Suite, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
     kind = torch.optim.AdamW if suite.optimizer == "adamw" else torch.optim.Adam
-    return kind(params, lr=lr, weight_decay=suite.weight_decay)
+    # fused kernels exist for CPU and CUDA and give the same updates as the per-tensor loop, faster
+    return kind(params, lr=lr, weight_decay=suite.weight_decay, fused=True)
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
@@ -78,13 +103,51 @@ def autocast_dtype(suite: Suite, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cuda" and suite.precision == "bf16" else None
 
 
-def infinite_batches(loader: DataLoader):
-    while True:
-        yield from loader
+class StepBatches(torch.utils.data.Sampler):
+    """Batches of dataset indices from global step `start` on: epoch e is a permutation seeded by
+    (seed, e), so the batch of any step is known without replaying the ones before (exact resume)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int):
+        if size < batch_size:
+            raise ValueError(f"the training split has {size} items, fewer than one batch of {batch_size}")
+        self.size, self.batch_size, self.seed, self.start, self.stop = size, batch_size, seed, start, stop
+        self.per_epoch = size // batch_size
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            epoch, position = divmod(step, self.per_epoch)
+            if step == self.start or position == 0:
+                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
+                    self.seed * 1_000_003 + epoch))
+            yield order[position * self.batch_size:(position + 1) * self.batch_size].tolist()
 
 
-def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate one run and write its record; the record is returned whatever the outcome."""
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: checkpoint, record, exit."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bool = True,
+        checkpoints: Checkpointer | None = None, checkpoint_every: int = 0, workers: int = 0) -> dict[str, Any]:
+    """Train and evaluate one run and write its record; the record is returned whatever the outcome.
+
+    With `checkpoints`, training resumes from the latest checkpoint of the same config and seed, saves one
+    every `checkpoint_every` steps and on interruption, and deletes them once the record is written.
+    """
     suite = spec.suite
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     curve: list[dict[str, float]] = []
@@ -98,47 +161,48 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         torch.cuda.reset_peak_memory_stats(device)
     amp = autocast_dtype(suite, device)
 
+    window: list[float] = []
+    seconds_before = 0.0  # training time spent before a resume
+    model = optimizer = scheduler = None
+
+    def progress_state() -> dict[str, Any]:
+        return {"step": steps_done, "curve": curve, "window": window,
+                "train_seconds": seconds_before + time.perf_counter() - started}
+
     try:
         seed_everything(spec.seed)
         model = build_model(suite, spec.method, spec.method_config).to(device)
         counts = model.parameter_counts()
         optimizer = make_optimizer(suite, model.trainable_parameters(), spec.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(suite, s))
+        resumed = checkpoints.load(model, optimizer, scheduler, device) if checkpoints else None
+        if resumed:
+            steps_done, curve, window = resumed["step"], resumed["curve"], resumed["window"]
+            seconds_before = resumed["train_seconds"]
+            print(f"resuming {spec.method} seed {spec.seed} from step {steps_done}", file=sys.stderr)
         train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
-        order = torch.Generator().manual_seed(spec.seed)
-        loader = DataLoader(train_set, batch_size=suite.batch_size, drop_last=True, collate_fn=collate,
-                            sampler=RandomSampler(train_set, generator=order))
-        batches = infinite_batches(loader)
+        sampler = StepBatches(len(train_set), suite.batch_size, spec.seed, steps_done, suite.steps)
+        loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
 
         model.train()
-        window, started = [], time.perf_counter()
-        bar = tqdm(range(suite.steps), desc=f"{spec.method} seed {spec.seed}", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
-        for step in bar:
-            batch = next(batches)
+        started = time.perf_counter()
+        bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True, initial=steps_done, total=suite.steps)
+        for step, batch in enumerate(bar, start=steps_done):
             images = batch["image"].to(device, non_blocking=True)
             masks = batch["mask"].to(device, non_blocking=True)
             tokens = model.backbone.tokenize(batch["text"]).to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = segmentation_loss(model(images, tokens).float(), masks)
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss became {loss.item()} at step {step}")
-            loss.backward()
-            if suite.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), suite.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            window.append(training_step(model, suite, optimizer, images, tokens, masks, amp))
             scheduler.step()
             steps_done = step + 1
-            window.append(loss.item())
             if steps_done % suite.log_every == 0 or steps_done == suite.steps:
-                elapsed = time.perf_counter() - started
                 curve.append({"step": steps_done, "loss": float(np.mean(window)),
                               "lr": optimizer.param_groups[0]["lr"]})
-                bar.set_postfix(loss=f"{curve[-1]['loss']:.4f}",
-                                img_s=f"{steps_done * suite.batch_size / elapsed:.0f}")
+                bar.set_postfix(loss=f"{curve[-1]['loss']:.4f}")
                 window = []
-        train_seconds = time.perf_counter() - started
+            if checkpoints and checkpoint_every and steps_done % checkpoint_every == 0 and steps_done < suite.steps:
+                checkpoints.save(steps_done, model, optimizer, scheduler, progress_state())
+        train_seconds = seconds_before + time.perf_counter() - started
         bar.close()
         train_peak = peak_memory_mb(device)
 
@@ -149,18 +213,28 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                                       device=device, autocast_dtype=amp)
             baselines[split] = trivial_baselines(dataset)
     except Diverged as exc:
-        status, error = "diverged", str(exc)
+        status, error = "diverged", f"{exc} at step {steps_done}"
     except torch.cuda.OutOfMemoryError as exc:
         status, error = "oom", str(exc).splitlines()[0]
     except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user"
+        status, error = "interrupted", f"interrupted at step {steps_done}"
+        if checkpoints and model is not None and optimizer is not None and steps_done:
+            checkpoints.save(steps_done, model, optimizer, scheduler, progress_state())
     except Exception as exc:  # recorded, never lost: a sweep goes on past a failed run
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
     if not train_seconds and steps_done:
-        train_seconds = time.perf_counter() - started
+        train_seconds = seconds_before + time.perf_counter() - started
     train_peak = train_peak or peak_memory_mb(device)
     eval_peak = peak_memory_mb(device)
+    flops: dict[str, Any] = {}
+    if status == "ok":
+        from benchmarks.profile import profile_run  # profile builds on this module: import at use
+
+        try:  # its own models and RNG: it cannot change this run's numbers
+            flops = profile_run(suite, spec.method, spec.method_config)
+        except Exception as exc:  # a counting problem must not lose a finished run
+            flops = {"flops_error": f"{type(exc).__name__}: {exc}"}
 
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -194,7 +268,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
             "peak_memory_train_mb": train_peak[0],
             "peak_memory_eval_mb": eval_peak[0],
             "memory_kind": train_peak[1],
-            "gflops_per_image": None,
+            **flops,
         },
         "meta_info": environment.describe(device),
     }
@@ -202,4 +276,6 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
     store.write(spec, record)
     if status == "interrupted":
         raise KeyboardInterrupt
+    if checkpoints and status != "failed":  # a failed run keeps its checkpoint for a retry after the fix
+        checkpoints.clear()
     return record

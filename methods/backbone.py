@@ -177,6 +177,7 @@ class Backbone(nn.Module):
             self.embed_dim,
         ]
         self.bridge: nn.Module | None = None
+        self.text_prompt: nn.Module | None = None  # called as text_prompt(backbone, tokens), see embed_text
         self._bn_frozen = False
         unfuse_attention(self.clip)
         pre = visual.preprocess_cfg
@@ -240,6 +241,16 @@ class Backbone(nn.Module):
     def text_stem(self, tokens: Tensor) -> Tensor:
         return self.clip.token_embedding(tokens) + self.clip.positional_embedding[: tokens.shape[1]]
 
+    def embed_text(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Token ids as the text tower sees them and their embeddings; a text prompt changes both.
+
+        Learned context tokens (methods/prompt.py) shift the expression right, so the end-of-text position
+        and the padding mask must come from the shifted ids, not the tokenizer's.
+        """
+        if self.text_prompt is None:
+            return tokens, self.text_stem(tokens)
+        return self.text_prompt(self, tokens)
+
     def run_text_block(self, i: int, x: Tensor) -> Tensor:
         n = x.shape[1]
         return self.text_blocks[i](x, attn_mask=self.clip.attn_mask[:n, :n])
@@ -299,8 +310,9 @@ class Backbone(nn.Module):
 
     def encode(self, images: Tensor, tokens: Tensor) -> BackboneFeatures:
         pairs = self._bridge_pairs()
+        tokens, txt = self.embed_text(tokens)
         pad_mask = tokens == 0
-        img, txt = self.image_stem(images), self.text_stem(tokens)
+        img = self.image_stem(images)
         text_done = 0
         taps: list[Tensor] = []
         for s, stage in enumerate(self.image_stages):

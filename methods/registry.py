@@ -35,7 +35,8 @@ class MethodSpec:
             if key not in fields:
                 known = ", ".join(sorted(fields)) or "none"
                 raise UserError(f"method '{self.name}' has no option '{key}'; its options: {known}")
-            values[key] = coerce(value, fields[key].default, f"{self.name}.{key}")
+            values[key] = coerce(value, fields[key].default, f"{self.name}.{key}",
+                                 optional="None" in str(fields[key].type))
         try:
             return self.config_cls(**values)
         except (TypeError, ValueError) as exc:

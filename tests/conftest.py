@@ -18,3 +18,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The default tiny RIS model with random weights (seed 0)."""
+    from model_helpers import build
+
+    return build()
+
+
+@pytest.fixture(scope="module")
+def vit_b16_ris():
+    """ViT-B/16 at 32 px with the tiny decoder: parameter counts do not depend on the image size."""
+    from model_helpers import build
+
+    from methods.backbone import BackboneConfig
+
+    return build(BackboneConfig(arch="ViT-B-16", image_size=32, text_len=8))

@@ -27,3 +27,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "results").exists()
+
+
+def test_list_methods_prints_every_method_with_counts_on_both_backbones(capsys, monkeypatch):
+    import benchmarks.listing as listing
+    from methods import list_methods
+
+    monkeypatch.setattr(listing, "LISTED_BACKBONES", (("risbench-tiny-vit", 64, 16, "tiny"),))
+    assert main(["bench", "--list-methods"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert sorted(r[0] for r in rows) == list_methods()
+    frozen = next(r for r in rows if r[0] == "frozen")
+    from model_helpers import build
+
+    assert int(frozen[2]) == build().parameter_counts().decoder  # frozen trains the decoder only

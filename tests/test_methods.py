@@ -1,44 +1,27 @@
 """Every registered method, parametrized over the registry: a new method is tested without edits here."""
 
-import copy
 
 import pytest
 import torch
+from model_helpers import adapted
 
 from benchmarks.errors import UserError
 from methods import get_method, list_methods
-from methods.backbone import BackboneConfig
 from methods.decoder import segmentation_loss
-from methods.model import RISModel
-
-TINY = BackboneConfig(arch="risbench-tiny-vit", pretrained=None, image_size=64, text_len=16)
 
 
 @pytest.fixture(scope="module")
-def base_model():
-    torch.manual_seed(0)
-    return RISModel.build(TINY, "tiny")
-
-
-@pytest.fixture(scope="module")
-def batch(base_model):
+def batch(tiny):
     torch.manual_seed(1)
     images = torch.rand(2, 3, 64, 64)
-    tokens = base_model.backbone.tokenize(["the small red circle", "the leftmost blue square"])
+    tokens = tiny.backbone.tokenize(["the small red circle", "the leftmost blue square"])
     masks = (torch.rand(2, 64, 64) > 0.5).float()
     return images, tokens, masks
 
 
-def adapted(base_model, name):
-    model = copy.deepcopy(base_model)
-    spec = get_method(name)
-    spec.apply(model, spec.make_config())
-    return model
-
-
 @pytest.mark.parametrize("name", list_methods())
-def test_one_step_changes_exactly_the_declared_parameters(base_model, batch, name):
-    model = adapted(base_model, name)
+def test_one_step_changes_exactly_the_declared_parameters(tiny, batch, name):
+    model = adapted(tiny, name)
     images, tokens, masks = batch
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, "a method must train something"
@@ -59,26 +42,26 @@ def test_one_step_changes_exactly_the_declared_parameters(base_model, batch, nam
 
 
 @pytest.mark.parametrize("name", [n for n in list_methods() if get_method(n).identity_at_init])
-def test_identity_at_initialisation(base_model, batch, name):
+def test_identity_at_initialisation(tiny, batch, name):
     images, tokens, _ = batch
-    model = adapted(base_model, name)
-    torch.testing.assert_close(model.predict(images, tokens), base_model.predict(images, tokens),
+    model = adapted(tiny, name)
+    torch.testing.assert_close(model.predict(images, tokens), tiny.predict(images, tokens),
                                rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_parameter_ledger_adds_up(base_model, name):
-    counts = adapted(base_model, name).parameter_counts()
-    base = base_model.parameter_counts()
+def test_parameter_ledger_adds_up(tiny, name):
+    counts = adapted(tiny, name).parameter_counts()
+    base = tiny.parameter_counts()
     assert counts.total == base.total + counts.added
     assert counts.backbone == base.backbone and counts.decoder == base.decoder
     assert 0 < counts.ratio_trainable <= 1
 
 
-def test_frozen_trains_the_decoder_only_and_full_trains_everything(base_model):
-    frozen, full = adapted(base_model, "frozen").parameter_counts(), adapted(base_model, "full").parameter_counts()
+def test_frozen_trains_the_decoder_only_and_full_trains_everything(tiny):
+    frozen, full = adapted(tiny, "frozen").parameter_counts(), adapted(tiny, "full").parameter_counts()
     assert frozen.trainable == frozen.decoder and frozen.added == 0
-    used = sum(p.numel() for p in base_model.backbone.encoder_parameters())
+    used = sum(p.numel() for p in tiny.backbone.encoder_parameters())
     assert full.trainable == used + full.decoder == full.total - 1  # all but CLIP's unused logit scale
 
 

@@ -257,3 +257,13 @@ def test_preview_writes_a_png_atomically(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["preview.png"]  # no temp file left behind
     with pytest.raises(UserError, match="does not exist"):
         save_preview(_dataset("val"), 2, tmp_path / "missing" / "p.png")
+
+
+def test_object_masks_cover_every_object_once_and_include_the_referent():
+    dataset = ShapesDataset("val")
+    for index in range(20):
+        masks = dataset.object_masks(index)
+        assert len(masks) == len(dataset.sample(index).scene.objects)
+        stacked = torch.stack(masks).int()
+        assert stacked.sum(0).max() <= 1  # objects never share a pixel
+        assert any(torch.equal(m, dataset[index]["orig_mask"]) for m in masks)

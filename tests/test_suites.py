@@ -50,3 +50,8 @@ def test_repo_relative_weights_resolve_without_entering_the_identity():
     suite = load_suite("shapes")
     assert not suite.to_dict()["pretrained"].startswith("/")
     assert suite.pretrained_source().startswith("/")
+
+
+def test_none_clears_an_optional_field_from_the_command_line():
+    assert load_suite("smoke").replace({"pretrained": "none"}).pretrained is None
+    assert load_suite("smoke").replace({"dataset": "shapes"}).dataset == "shapes"

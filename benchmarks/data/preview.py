@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
@@ -34,7 +33,7 @@ def _atomic_target(out_path: str | Path) -> tuple[Path, str]:
 
 
 def save_preview(dataset: Dataset, n: int, out_path: str | Path, columns: int = 4) -> Path:
-    """PNG grid of the first n items: image, referent tinted and outlined, kind and expression as title."""
+    """PNG grid of the first n items: image, referent outlined in magenta, kind and expression as title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,11 +51,10 @@ def save_preview(dataset: Dataset, n: int, out_path: str | Path, columns: int = 
             continue
         item: dict[str, Any] = dataset[k]
         image = item["image"].permute(1, 2, 0).numpy()
-        mask = item["mask"].numpy()[..., None] > 0.5
-        shown = np.where(mask, 0.55 * image + 0.45 * np.asarray(_OVERLAY_RGB), image)
-        ax.imshow(shown.clip(0.0, 1.0), interpolation="nearest")
-        if mask.any():  # the outline keeps the target readable where the tint resembles an object colour
-            ax.contour(mask[..., 0], levels=[0.5], colors="white", linewidths=0.9)
+        mask = item["mask"].numpy() > 0.5
+        ax.imshow(image.clip(0.0, 1.0), interpolation="nearest")
+        if mask.any():  # an outline, not a tint, so the referent's own colour stays readable
+            ax.contour(mask, levels=[0.5], colors=[_OVERLAY_RGB], linewidths=2.0)
         title = "\n".join(textwrap.wrap(f"[{item['kind']}] {item['text']}", width=30)[:4])
         ax.set_title(title, fontsize=7, loc="left")
     fig.tight_layout(h_pad=0.6, w_pad=0.4)

@@ -290,6 +290,12 @@ class ShapesDataset(Dataset):
         return {"image": _image_tensor(image), "mask": mask.float(), "text": s.text, "kind": s.kind,
                 "orig_mask": mask, "letterbox": Letterbox.identity(size), "ref_id": index}
 
+    def object_masks(self, index: int) -> list[torch.Tensor]:
+        """Every object's mask in item `index`'s scene (for the language-blind largest-object baseline)."""
+        s = self.sample(_wrap(index, len(self), self.split))
+        _, labels = render(s.scene, self.config.image_size)
+        return [torch.from_numpy(labels == k) for k in range(len(s.scene.objects))]
+
 
 def caption(objects: tuple[Obj, ...]) -> str:
     """Every object, left to right: 'a small red circle, a large blue square and a small green triangle'."""

@@ -109,7 +109,7 @@ class Suite:
         for key, value in overrides.items():
             if key not in known or key == "name":
                 raise UserError(f"unknown suite key '{key}'; known keys: {', '.join(sorted(known))}")
-            changes[key] = coerce(value, getattr(self, key), key)
+            changes[key] = coerce(value, getattr(self, key), key, optional="None" in str(known[key].type))
         return dataclasses.replace(self, **changes)
 
 

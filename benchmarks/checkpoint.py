@@ -1,0 +1,97 @@
+"""Checkpoints that let an interrupted or killed run resume and finish with the same result.
+
+A checkpoint is two files written atomically, then committed by rewriting `latest.json`:
+`step-N.safetensors` (trainable parameters and all buffers) and `step-N.pt` (optimizer, scheduler, RNG
+states, loss curve, elapsed time). A reader only ever follows `latest.json`, so a kill at any moment
+leaves either the previous or the new checkpoint, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+
+from benchmarks.store import atomic_write_bytes, atomic_write_text
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What training can change: trainable parameters and every buffer (e.g. BatchNorm statistics)."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers()}
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in trainable | buffers}
+
+
+class Checkpointer:
+    """Checkpoints of one run (one config hash and seed) in their own folder."""
+
+    def __init__(self, folder: Path, config_hash: str):
+        self.folder = Path(folder)
+        self.config_hash = config_hash
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: Any, progress: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.folder / f"step-{step}.safetensors", save(_weights(model)))
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": rng_state(), "progress": progress}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.folder / f"step-{step}.pt", buffer.getvalue())
+        previous = self.latest_step()
+        atomic_write_text(self.folder / "latest.json",
+                          json.dumps({"step": step, "config_hash": self.config_hash}) + "\n")
+        if previous is not None and previous != step:
+            for suffix in (".safetensors", ".pt"):
+                (self.folder / f"step-{previous}{suffix}").unlink(missing_ok=True)
+
+    def latest_step(self) -> int | None:
+        try:
+            pointer = json.loads((self.folder / "latest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return pointer["step"] if pointer.get("config_hash") == self.config_hash else None
+
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             device: torch.device) -> dict[str, Any] | None:
+        """Restore the latest checkpoint into the given objects; returns its progress dict, or None."""
+        step = self.latest_step()
+        if step is None:
+            return None
+        weights = load_file(str(self.folder / f"step-{step}.safetensors"), device=str(device))
+        missing = set(weights) - set(model.state_dict())
+        if missing:
+            raise RuntimeError(f"checkpoint {self.folder} does not fit the model: {sorted(missing)[:3]}")
+        model.load_state_dict(weights, strict=False)
+        state = torch.load(self.folder / f"step-{step}.pt", map_location=device, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        return state["progress"]
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

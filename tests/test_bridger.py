@@ -1,0 +1,289 @@
+"""Bridger (ETRIS): parameter counts of the paper, structure per knob, what trains, zero stages == frozen."""
+
+from __future__ import annotations
+
+import copy
+import resource
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.errors import UserError
+from methods import get_method
+from methods.backbone import Backbone, BackboneConfig
+from methods.bridger import (
+    Bridger,
+    BridgerConfig,
+    GateInteractor,
+    TransformerInteractor,
+    apply_bridger,
+    bridger_parameter_count,
+    build_bridger,
+)
+from methods.decoder import segmentation_loss
+from methods.model import RISModel
+
+TINY = BackboneConfig(arch="risbench-tiny-vit", pretrained=None, image_size=64, text_len=16)
+EXPRS = ["the small red circle", "the leftmost blue square next to the big green triangle"]
+
+
+def make_backbone(arch: str, image_size: int) -> Backbone:
+    torch.manual_seed(0)
+    return Backbone(BackboneConfig(arch=arch, pretrained=None, image_size=image_size, text_len=17))
+
+
+def count(bridger: nn.Module) -> int:
+    return sum(p.numel() for p in bridger.parameters())
+
+
+@pytest.fixture(scope="module")
+def vit_b16() -> Backbone:
+    return make_backbone("ViT-B-16", 224)  # counts do not depend on the image size
+
+
+@pytest.fixture(scope="module")
+def rn101() -> Backbone:
+    return make_backbone("RN101", 64)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> RISModel:
+    torch.manual_seed(0)
+    return RISModel.build(TINY, "tiny")
+
+
+@pytest.fixture(scope="module")
+def rn50_model() -> RISModel:
+    torch.manual_seed(0)
+    return RISModel.build(BackboneConfig(arch="RN50", pretrained=None, image_size=64, text_len=16), "tiny")
+
+
+def adapted(model: RISModel, **options) -> RISModel:
+    model = copy.deepcopy(model)
+    apply_bridger(model, BridgerConfig(**options))
+    return model
+
+
+def batch(model: RISModel, size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, size, size, generator=gen)
+    masks = (torch.rand(2, size, size, generator=gen) > 0.5).float()
+    return images, model.backbone.tokenize(EXPRS), masks
+
+
+def train_step(model: RISModel) -> None:
+    images, tokens, masks = batch(model, model.backbone.config.image_size)
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
+    model.train()
+    segmentation_loss(model(images, tokens), masks).backward()
+    optimizer.step()
+
+
+# --- parameter counts (ETRIS paper / released code) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("width", "paper", "etris_code"), [(128, 1.388e6, 1_387_648), (64, 0.599e6, 598_592)])
+def test_vit_b16_bridger_counts_match_etris(vit_b16: Backbone, width: int, paper: float, etris_code: int) -> None:
+    bridger = build_bridger(vit_b16, BridgerConfig(width=width))
+    assert bridger.pairs == ((3, 3), (7, 7), (11, 11))  # after visual and text blocks 4, 8, 12
+    assert count(bridger) == pytest.approx(paper, rel=0.01)
+    assert count(bridger) == etris_code
+
+
+def test_rn101_three_stage_bridger_count_matches_etris(rn101: Backbone) -> None:
+    bridger = build_bridger(rn101, BridgerConfig())
+    assert bridger.pairs == ((1, 3), (2, 7), (3, 11))  # layer2..4 with text blocks 4, 8, 12
+    assert count(bridger) == pytest.approx(1.942e6, rel=0.01)
+
+
+def test_rn50_count_equals_rn101_as_in_etris_code() -> None:
+    """ETRIS builds the same ResNet Bridger for RN50 and RN101 (same stage and text widths, same config)."""
+    assert count(build_bridger(make_backbone("RN50", 64), BridgerConfig())) == 1_942_080
+
+
+def test_ledger_counts_the_bridger_as_added(tiny_model: RISModel) -> None:
+    model = adapted(tiny_model)
+    counts = model.parameter_counts()
+    assert bridger_parameter_count(model) == counts.added > 0
+    assert bridger_parameter_count(tiny_model) == 0
+    pos = sum(p.numel() for n, p in model.backbone.clip.named_parameters() if "positional_embedding" in n)
+    assert counts.trainable == counts.decoder + counts.added + pos
+
+
+# --- structure per backbone and per knob ----------------------------------------------------------------
+
+
+def test_vit_structure_follows_etris(vit_b16: Backbone) -> None:
+    bridger = build_bridger(vit_b16, BridgerConfig())
+    first, last = bridger.stages[0], bridger.stages[-1]
+    # 1x1 zoom with BatchNorm + ReLU; the last Bridger zooms in with a transposed conv, as ETRIS.
+    assert [type(m) for m in first.zoom_in] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert isinstance(first.zoom_out[0], nn.ConvTranspose2d) and first.zoom_out[0].kernel_size == (1, 1)
+    assert isinstance(last.zoom_in[0], nn.ConvTranspose2d) and isinstance(last.zoom_out[0], nn.Conv2d)
+    assert first.norm_v is None and all(s.norm_v is not None for s in bridger.stages[1:])
+    assert isinstance(first.interact_v, GateInteractor) and first.interact_v.attn.num_heads == 8
+    assert first.text_in.in_features == 512 and first.zoom_out[0].out_channels == 768
+
+
+def test_resnet_structure_follows_etris(rn101: Backbone) -> None:
+    stages = build_bridger(rn101, BridgerConfig()).stages
+    # layer2 (stride 8) down by 2, layer3 (16) as is, layer4 (32) up by 2: all meet on the stride-16 grid.
+    kinds = [(type(s.zoom_in), s.zoom_in.stride, type(s.zoom_out)) for s in stages]
+    assert kinds == [(nn.Conv2d, (2, 2), nn.ConvTranspose2d), (nn.Conv2d, (1, 1), nn.ConvTranspose2d),
+                     (nn.ConvTranspose2d, (2, 2), nn.Conv2d)]
+    assert [s.zoom_in.in_channels for s in stages] == [512, 1024, 2048]
+    interactor = stages[0].interact_v
+    assert isinstance(interactor, TransformerInteractor) and interactor.self_attn.num_heads == 4
+    assert interactor.ffn[0].out_features == 128
+
+
+@pytest.mark.parametrize(("options", "pairs"), [
+    ({"fusion_stages": 2}, ((2, 7), (3, 11))),
+    ({"fusion_stages": 1}, ((3, 11),)),
+    ({"num_stages": 2}, ((2, 5), (3, 11))),
+    ({"image_stages": (2, 3)}, ((2, 5), (3, 11))),
+    ({"image_stages": (2, 3), "text_blocks": (3, 4)}, ((2, 3), (3, 4))),
+])
+def test_resnet_placement_knobs(rn101: Backbone, options: dict, pairs: tuple) -> None:
+    bridger = build_bridger(rn101, BridgerConfig(**options))
+    assert bridger.pairs == pairs
+    assert bridger.stages[0].norm_v is None and all(s.norm_v is not None for s in bridger.stages[1:])
+
+
+def test_width_heads_and_interactor_knobs(vit_b16: Backbone) -> None:
+    base = build_bridger(vit_b16, BridgerConfig(num_stages=6))
+    assert base.pairs == tuple((i, i) for i in (1, 3, 5, 7, 9, 11))
+    wide = build_bridger(vit_b16, BridgerConfig(width=96, heads=4, interactor="transformer", fusion_stages=1))
+    assert wide.pairs == ((11, 11),) and wide.stages[0].text_in.out_features == 96
+    assert isinstance(wide.stages[0].interact_t, TransformerInteractor)
+    assert wide.stages[0].interact_t.cross_attn.num_heads == 4
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"width": 60, "heads": 8}, "heads must be a positive divisor"),
+    ({"num_stages": 2, "fusion_stages": 3}, "fusion_stages must be in 0..num_stages"),
+    ({"image_stages": (3, 1)}, "strictly increasing"),
+    ({"image_stages": (1, 3), "num_stages": 2}, "leave num_stages and fusion_stages unset"),
+    ({"text_blocks": (1,)}, "one block per image stage"),
+    ({"interactor": "mlp"}, "interactor must be one of"),
+])
+def test_bad_config_is_refused(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BridgerConfig(**options)
+
+
+def test_cli_strings_become_typed_options() -> None:
+    config = get_method("bridger").make_config({"heads": "4", "image_stages": "1,3", "fusion_stages": "none"})
+    assert (config.heads, config.image_stages, config.fusion_stages) == (4, (1, 3), None)
+    with pytest.raises(UserError, match="heads must be an integer"):
+        get_method("bridger").make_config({"heads": "many"})
+
+
+def test_placement_outside_the_backbone_is_a_user_error(tiny_model: RISModel) -> None:
+    with pytest.raises(UserError, match="image_stages .* out of range"):
+        build_bridger(tiny_model.backbone, BridgerConfig(image_stages=(2, 6)))
+    with pytest.raises(UserError, match="num_stages 7 exceeds"):
+        build_bridger(tiny_model.backbone, BridgerConfig(num_stages=7))
+    with pytest.raises(UserError, match="applied twice"):
+        apply_bridger(adapted(tiny_model), BridgerConfig())
+
+
+# --- forward behaviour ----------------------------------------------------------------------------------
+
+
+def test_vit_bridger_leaves_the_class_token_and_changes_the_patches(tiny_model: RISModel) -> None:
+    bridger = build_bridger(tiny_model.backbone, BridgerConfig()).eval()
+    torch.manual_seed(2)
+    image, text = torch.randn(2, 1 + 64, 128), torch.randn(2, 16, 96)
+    out_image, out_text = bridger(0, image, text, torch.zeros(2, 16, dtype=torch.bool))
+    assert torch.equal(out_image[:, 0], image[:, 0])
+    assert not torch.allclose(out_image[:, 1:], image[:, 1:]) and not torch.allclose(out_text, text)
+
+
+def test_cross_stage_bridger_needs_the_previous_one(tiny_model: RISModel) -> None:
+    bridger = build_bridger(tiny_model.backbone, BridgerConfig())
+    with pytest.raises(RuntimeError, match="before the one it continues"):
+        bridger(1, torch.randn(2, 65, 128), torch.randn(2, 16, 96), torch.zeros(2, 16, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("interactor", ["gate", "transformer"])
+def test_mask_padding_hides_padded_words_from_the_image(tiny_model: RISModel, interactor: str) -> None:
+    torch.manual_seed(3)
+    image, text = torch.randn(2, 65, 128), torch.randn(2, 16, 96)
+    pad = torch.zeros(2, 16, dtype=torch.bool)
+    pad[:, 6:] = True
+    noisy = text.clone()
+    noisy[:, 6:] += 5.0
+    for mask_padding, hidden in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        config = BridgerConfig(interactor=interactor, mask_padding=mask_padding, dropout=0.0)
+        bridger = build_bridger(tiny_model.backbone, config).eval()
+        same = torch.allclose(bridger(0, image, text, pad)[0], bridger(0, image, noisy, pad)[0], atol=1e-6)
+        assert same == hidden
+
+
+@pytest.mark.parametrize("options", [{"num_stages": 0}, {"fusion_stages": 0}])
+def test_zero_stages_is_exactly_frozen(tiny_model: RISModel, options: dict) -> None:
+    frozen = copy.deepcopy(tiny_model)
+    get_method("frozen").apply(frozen, get_method("frozen").make_config())
+    bridged = adapted(tiny_model, train_pos_embed=False, **options)
+    trainable = {n for n, p in bridged.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in frozen.named_parameters() if p.requires_grad}
+    assert bridger_parameter_count(bridged) == 0 and bridged.backbone.bridge.pairs == ()
+    images, tokens, _ = batch(tiny_model)
+    assert torch.equal(bridged.predict(images, tokens), frozen.predict(images, tokens))
+
+
+# --- what trains ----------------------------------------------------------------------------------------
+
+
+def test_vit_step_trains_bridger_pos_embeds_and_bridger_bn_only(tiny_model: RISModel) -> None:
+    model = adapted(tiny_model)
+    clip_before = {n: p.detach().clone() for n, p in model.backbone.clip.named_parameters()}
+    bn_before = {n: b.clone() for n, b in model.backbone.bridge.named_buffers()}
+    train_step(model)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.bridge.parameters())
+    changed = {n for n, p in model.backbone.clip.named_parameters() if not torch.equal(p, clip_before[n])}
+    assert changed == {"positional_embedding", "visual.positional_embedding"}
+    running = [n for n in bn_before if n.endswith("running_mean")]
+    assert running and all(not torch.equal(model.backbone.bridge.get_buffer(n), bn_before[n]) for n in running)
+
+
+@pytest.mark.parametrize("freeze_bn_stats", [True, False])
+def test_resnet_step_and_clip_batchnorm_statistics(rn50_model: RISModel, freeze_bn_stats: bool) -> None:
+    model = adapted(rn50_model, freeze_bn_stats=freeze_bn_stats)
+    buffers = {n: b.clone() for n, b in model.backbone.clip.named_buffers() if "running" in n}
+    pos = model.backbone.clip.visual.attnpool.positional_embedding
+    pos_before = pos.detach().clone()
+    train_step(model)
+    assert all(p.grad is not None for p in model.backbone.bridge.parameters())
+    assert not torch.equal(pos, pos_before)  # ETRIS trains the attnpool's positional embedding too
+    unchanged = all(torch.equal(model.backbone.clip.get_buffer(n), b) for n, b in buffers.items())
+    assert unchanged == freeze_bn_stats
+
+
+# --- paper scale ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_paper_scale_vit_b16_forward_backward_on_cpu() -> None:
+    """ViT-B/16 at 416 px, text length 17, batch 2: the ETRIS setting runs and reaches every Bridger weight."""
+    torch.manual_seed(0)
+    model = RISModel.build(BackboneConfig(arch="ViT-B-16", pretrained=None, image_size=416, text_len=17),
+                           "paper")
+    apply_bridger(model, BridgerConfig())
+    assert isinstance(model.backbone.bridge, Bridger)
+    images, tokens, masks = batch(model, 416)
+    assert tokens.shape == (2, 17)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    model.train()
+    loss = segmentation_loss(model(images, tokens), masks)
+    loss.backward()
+    seconds = time.perf_counter() - start
+    rss_delta_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    print(f"paper-scale bridger fwd+bwd: {seconds:.1f} s, peak RSS +{rss_delta_mib:.0f} MiB")
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.backbone.bridge.parameters())

@@ -1,0 +1,111 @@
+"""The profiler: figures add up, it never disturbs a run (RNG), memory is a real measurement, and the
+CLI's JSON is machine readable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.errors import UserError
+from benchmarks.profile import (
+    MemoryJob,
+    ProfileOptions,
+    add_profile_arguments,
+    cmd_profile,
+    measure_memory_in_subprocess,
+    profile,
+    profile_run,
+    profile_suite,
+    ratio_table,
+)
+from benchmarks.suites import load_suite
+from methods import get_method, list_methods
+
+logging.getLogger().setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return profile_suite(load_suite("shapes"), image_size=32, text_len=8, batch_size=2)
+
+
+def rng_states():
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_profile_run_parts_add_up_and_rng_is_untouched(suite, method):
+    before = rng_states()
+    cost = profile_run(suite, method, get_method(method).make_config())
+    after = rng_states()
+    assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
+    parts = cost["gflops_per_image_parts"]
+    assert sum(v for k, v in parts.items() if k != "total") == pytest.approx(parts["total"], rel=1e-9)
+    assert parts["total"] == cost["gflops_per_image"] > 0
+    assert min(parts["image_tower"], parts["text_tower"], parts["decoder"]) > 0
+    if method in ("frozen", "full"):
+        assert parts["method"] == 0 and cost["gflops_per_forward_fixed"] == 0
+    assert cost["train_gflops_per_image"] > cost["gflops_per_image"]  # forward in train mode + backward
+
+
+def test_training_flops_follow_what_trains(suite):
+    frozen, full = (profile_run(suite, m, get_method(m).make_config()) for m in ("frozen", "full"))
+    assert frozen["gflops_per_image"] == full["gflops_per_image"]
+    # full back-propagates through both towers; frozen only through the decoder
+    assert full["train_gflops_per_image"] > 1.5 * frozen["train_gflops_per_image"]
+
+
+def test_sweep_rows_scale_with_size_and_batch(suite):
+    options = ProfileOptions(warmup=1, repeats=1, memory=False)
+    rows = profile(suite, ["full"], options, image_sizes=[32, 64], batch_sizes=[1, 3])
+    assert [(r["image_size"], r["batch_size"], r["method"]) for r in rows] == [
+        (s, b, "full") for s in (32, 64) for b in (1, 3)]
+    by = {(r["image_size"], r["batch_size"], r["method"]): r for r in rows}
+    assert by[64, 1, "full"]["gflops_per_image_parts"]["image_tower"] > \
+        3 * by[32, 1, "full"]["gflops_per_image_parts"]["image_tower"]
+    one, three = (by[32, b, "full"]["train_gflops_per_step"] for b in (1, 3))
+    assert three == pytest.approx(3 * one)
+    assert all(r["throughput"]["train_step_s"] > 0 for r in rows)
+    ratios = ratio_table(rows)
+    assert (ratios[ratios.method == "full"].filter(like="xfull") == 1).all().all()
+
+
+def test_memory_is_measured_in_a_fresh_process(suite):
+    """Full fine-tuning must show grads and AdamW state above the post-build baseline, never zero."""
+    job = MemoryJob(suite, "full", get_method("full").make_config(), "train", "cpu", warmup=1, threads=1)
+    got = measure_memory_in_subprocess(job)
+    assert got["kind"] == "cpu_subprocess_peak_rss"
+    trainable_mb = 6.7e6 * 4 / 2**20  # the tiny model's parameters, in fp32
+    assert got["baseline_mb"] > trainable_mb
+    if got["peak_since_build"]:
+        assert got["peak_mb"] - got["baseline_mb"] > 2 * trainable_mb  # gradient + two Adam moments
+
+
+def run_cli(argv, capsys):
+    parser = argparse.ArgumentParser()
+    add_profile_arguments(parser)
+    code = cmd_profile(parser.parse_args(argv))
+    return code, capsys.readouterr().out
+
+
+def test_cli_json_is_the_only_stdout(tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    code, stdout = run_cli(["--method", "frozen", "--image-size", "32", "--text-len", "8", "--flops-only",
+                            "--json", "--out", str(out)], capsys)
+    document = json.loads(stdout)
+    assert code == 0 and json.loads(out.read_text()) == document
+    assert "2 x multiply-adds" in document["flop_convention"]
+    (row,) = document["rows"]
+    assert (row["method"], row["image_size"], row["text_len"], row["weights"]) == ("frozen", 32, 8, "random")
+    assert row["params"]["trainable"] < row["params"]["total"]
+
+
+def test_cli_rejects_bad_sweep(capsys):
+    with pytest.raises(UserError, match="--sweep-batch-size"):
+        run_cli(["--method", "frozen", "--flops-only", "--sweep-batch-size", "8,x"], capsys)

@@ -1,0 +1,75 @@
+"""Checkpoint and resume: a run killed (SIGKILL) or stopped (SIGTERM) and restarted ends as if never stopped."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.cli import main
+from benchmarks.store import read_record
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bench_args(tmp_path: Path, name: str) -> list[str]:
+    return ["bench", "--method", "frozen", "--suite", "smoke", "--budget", "pretrained=none",
+            "--budget", "steps=60", "--budget", "log_every=5", "--allow-budget-override",
+            "--checkpoint-every", "5", "--threads", "1", "--no-progress",
+            "--out", str(tmp_path / name / "results"), "--checkpoint-dir", str(tmp_path / name / "ckpt")]
+
+
+def only_record(root: Path) -> dict:
+    files = list((root / "results").rglob("*.json"))
+    assert len(files) == 1, files
+    return read_record(files[0])
+
+
+def checkpoint_step(root: Path) -> int:
+    pointers = list((root / "ckpt").rglob("latest.json"))
+    return json.loads(pointers[0].read_text())["step"] if pointers else 0
+
+
+def start_and_stop_at(tmp_path: Path, name: str, step: int, sig: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *bench_args(tmp_path, name)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while checkpoint_step(tmp_path / name) < step:
+        assert proc.poll() is None, f"run ended before step {step}: {proc.stderr.read().decode()[-500:]}"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc
+
+
+def comparable(record: dict) -> tuple:
+    metrics = {s: {k: v for k, v in m.items() if k not in ("eval_seconds", "images_per_second")}
+               for s, m in record["results"].items()}
+    losses = [(c["step"], c["loss"]) for c in record["train_info"]["curve"]]
+    return metrics, losses
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
+    assert main(bench_args(tmp_path, "reference")) == 0
+    reference = only_record(tmp_path / "reference")
+
+    proc = start_and_stop_at(tmp_path, "killed", 10, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not list((tmp_path / "killed" / "results").rglob("*.json"))  # nothing half-written
+    assert main(bench_args(tmp_path, "killed")) == 0
+    resumed = only_record(tmp_path / "killed")
+    assert resumed["run_info"]["status"] == "ok"
+    assert comparable(resumed) == comparable(reference)
+    assert not list((tmp_path / "killed" / "ckpt").rglob("*.safetensors"))  # cleaned up once recorded
+
+
+def test_sigterm_records_interrupted_then_resumes(tmp_path):
+    proc = start_and_stop_at(tmp_path, "stopped", 5, signal.SIGTERM)
+    assert proc.returncode == 130
+    record = only_record(tmp_path / "stopped")
+    assert record["run_info"]["status"] == "interrupted"
+    assert checkpoint_step(tmp_path / "stopped") >= 5
+    assert main(bench_args(tmp_path, "stopped")) == 0
+    assert only_record(tmp_path / "stopped")["run_info"]["status"] == "ok"
