@@ -36,21 +36,27 @@ def _device(name: str):
         raise UserError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:N]") from None
 
 
-def resolve_spec(args: argparse.Namespace):
-    """The run's identity from the command line, refusing silent budget changes."""
-    from benchmarks.store import RunSpec
+def resolve_suite(args: argparse.Namespace):
+    """The suite with any --budget changes, and whether it is off-budget."""
     from benchmarks.suites import load_suite
-    from methods import get_method
 
     suite = load_suite(args.suite)
-    method = get_method(args.method)
     budget = _key_values(args.budget, "--budget")
-    off_budget = bool(budget)
     if budget:
         if not args.allow_budget_override:
             raise UserError(f"--budget changes suite '{suite.name}' ({', '.join(budget)}); "
                             "add --allow-budget-override to run off-budget (recorded as such)")
         suite = suite.replace(budget)
+    return suite, bool(budget)
+
+
+def resolve_spec(args: argparse.Namespace):
+    """The run's identity from the command line, refusing silent budget changes."""
+    from benchmarks.store import RunSpec
+    from methods import get_method
+
+    suite, off_budget = resolve_suite(args)
+    method = get_method(args.method)
     lr = suite.lr if args.lr is None else args.lr
     if lr not in suite.lr_grid and lr != suite.lr:
         if not args.allow_budget_override:
@@ -103,6 +109,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if record["run_info"]["status"] == "ok" else 1
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchmarks.store import ResultStore
+    from benchmarks.sweep import Shard, run_sweep
+    from benchmarks.train import sigterm_as_interrupt
+    from methods import get_method
+
+    suite, off_budget = resolve_suite(args)
+    methods = [get_method(m).name for m in args.method] or None
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        with sigterm_as_interrupt():
+            counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
+                               store=ResultStore(args.out), device=_device(args.device),
+                               checkpoint_root=Path(args.checkpoint_dir), progress=not args.no_progress,
+                               dry_run=args.dry_run, off_budget=off_budget)
+    except KeyboardInterrupt:
+        print("sweep interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from benchmarks.data import build_dataset
 
@@ -138,6 +170,20 @@ def not_yet(issue: str) -> Handler:
     return handler
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every command that trains shares (bench, sweep)."""
+    parser.add_argument("--budget", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a suite budget key (needs --allow-budget-override)")
+    parser.add_argument("--allow-budget-override", action="store_true",
+                        help="accept budget changes; records are marked off_budget")
+    parser.add_argument("--out", default=str(REPO / "results"), help="results folder (default: results/)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--checkpoint-dir", default=str(REPO / "runs" / "checkpoints"),
+                        help="where checkpoints live until their run is recorded (default: runs/checkpoints)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,21 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, help="default: the suite's first seed")
     bench.add_argument("--lr", type=float, help="learning rate (default: the suite's lr)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
-    bench.add_argument("--budget", action="append", default=[], metavar="KEY=VALUE",
-                       help="change a suite budget key (needs --allow-budget-override)")
-    bench.add_argument("--allow-budget-override", action="store_true",
-                       help="accept budget changes; the record is marked off_budget")
-    bench.add_argument("--out", default=str(REPO / "results"),
-                       help="results folder (default: results/)")
+    _add_run_arguments(bench)
     bench.add_argument("--force", action="store_true", help="re-run even if this run already finished")
-    bench.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     bench.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
     bench.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
                        help="save a resumable checkpoint every STEPS steps (0: only when interrupted)")
-    bench.add_argument("--checkpoint-dir", default=str(REPO / "runs" / "checkpoints"),
-                       help="where checkpoints live until their run is recorded (default: runs/checkpoints)")
-    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--list-methods", action="store_true", help="list methods with parameter counts")
     bench.set_defaults(handler=cmd_bench)
 
@@ -189,8 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_arguments(profile)
     profile.set_defaults(handler=cmd_profile)
 
-    for name, issue in (("sweep", "sweeps land with the leaderboard issue"),
-                        ("report", "reports land with the leaderboard issue")):
+    sweep = sub.add_parser("sweep", help="every method x seeds under a suite, with the equal lr search")
+    sweep.add_argument("--suite", default="shapes", help="suite name or TOML path (default: shapes)")
+    sweep.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
+    sweep.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
+    sweep.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i (default 0/1)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs left to do, run nothing")
+    _add_run_arguments(sweep)
+    sweep.set_defaults(handler=cmd_sweep)
+
+    for name, issue in (("report", "reports land with the leaderboard issue"),):
         stub = sub.add_parser(name, help=f"not yet available: {issue}")
         stub.add_argument("rest", nargs=argparse.REMAINDER)
         stub.set_defaults(handler=not_yet(issue))

@@ -182,7 +182,10 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
             print(f"resuming {spec.method} seed {spec.seed} from step {steps_done}", file=sys.stderr)
         train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
         sampler = StepBatches(len(train_set), suite.batch_size, spec.seed, steps_done, suite.steps)
-        loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
+        # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which would
+        # shift the dropout stream of a resumed run by one draw.
+        loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                            generator=torch.Generator().manual_seed(spec.seed))
 
         model.train()
         started = time.perf_counter()

@@ -8,7 +8,9 @@ the three decoder taps after it. Attention is unfused (methods/attention.py) so 
 
 from __future__ import annotations
 
+import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,16 +123,28 @@ def _load_weights(clip: nn.Module, path: Path) -> None:
         raise UserError(f"weights in {path} do not fit this architecture: {first_line}") from exc
 
 
+@contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _build_clip(config: BackboneConfig) -> nn.Module:
     resolved = _checkpoint_path(config)
     tag_cfg = resolved[1] if resolved else {}
-    clip = open_clip.create_model(
-        config.arch,
-        pretrained=None,
-        force_image_size=config.image_size,
-        force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-        force_preprocess_cfg={k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg},
-    )
+    with _quiet_root_logger():  # open_clip warns "no pretrained weights": we load them ourselves below
+        clip = open_clip.create_model(
+            config.arch,
+            pretrained=None,
+            force_image_size=config.image_size,
+            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            force_preprocess_cfg={k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg},
+        )
     if resolved:
         _load_weights(clip, resolved[0])
     return clip.float()

@@ -18,10 +18,12 @@ from benchmarks.cli import main
     (["bench", "--method", "full", "--lr", "0.5"], "outside suite 'shapes' lr_grid"),
     (["bench"], "needs --method"),
     (["data", "stats", "--dataset", "coco"], "unknown dataset 'coco'"),
-    (["sweep"], "not available yet"),
+    (["report"], "not available yet"),
+    (["sweep", "--shard", "2/2"], "--shard 2/2"),
+    (["sweep", "--method", "lorra"], "unknown method")
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
-    if argv[0] == "bench":
+    if argv[0] in ("bench", "sweep"):
         argv = [*argv, "--out", str(tmp_path / "results")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -1,0 +1,122 @@
+"""Sweeps: every method x seeds under one suite's budget, with the same learning-rate search for all.
+
+Phase 1 runs each method at every rate of the suite's `lr_grid` with the first seed; the rate with the
+best mean mIoU on `lr_search_split` is that method's rate (recomputed from the records, so reports stay
+a pure function of results/). Phase 2 runs the remaining seeds at that rate. Finished runs are skipped
+(resumable); `--shard i/n` gives shard i every n-th job of a phase so processes or a Slurm array can split
+a sweep without ever writing the same record. A method whose phase 1 is not complete yet (another shard
+still running it) is left for the next invocation, which picks up where things stand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from benchmarks.checkpoint import Checkpointer
+from benchmarks.errors import UserError
+from benchmarks.store import ResultStore, RunSpec
+from benchmarks.suites import Suite
+from methods import get_method, list_methods
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index, count = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise UserError(f"--shard expects i/n (e.g. 0/4), got '{text}'") from None
+        if not 0 <= index < count:
+            raise UserError(f"--shard {text}: need 0 <= i < n")
+        return cls(index, count)
+
+    def take(self, jobs: Sequence[RunSpec]) -> list[RunSpec]:
+        return [job for k, job in enumerate(jobs) if k % self.count == self.index]
+
+
+def search_score(record: dict[str, Any] | None, split: str) -> float | None:
+    """The learning-rate search's score of one run: its mIoU on the search split (None if not usable)."""
+    if not record or record["run_info"]["status"] != "ok":
+        return None
+    value = record["results"].get(split, {}).get("mIoU")
+    return None if value is None or math.isnan(value) else value
+
+
+def search_jobs(suite: Suite, method: str, config: Any) -> list[RunSpec]:
+    return [RunSpec(suite, method, config, lr=lr, seed=suite.seeds[0]) for lr in suite.lr_grid]
+
+
+def chosen_lr(store: ResultStore, suite: Suite, method: str, config: Any) -> float | None:
+    """The search's winner once every search run has a record; ties go to the smaller rate."""
+    records = [store.load(job) for job in search_jobs(suite, method, config)]
+    if any(r is None or r["run_info"]["status"] == "interrupted" for r in records):
+        return None
+    scored = [(score, lr) for lr, r in zip(suite.lr_grid, records, strict=True)
+              if (score := search_score(r, suite.lr_search_split)) is not None]
+    return max(scored, key=lambda s: (s[0], -s[1]))[1] if scored else suite.lr  # all failed: the default
+
+
+def plan(store: ResultStore, suite: Suite, methods: Sequence[str], seeds: Sequence[int],
+         configs: dict[str, Any]) -> tuple[list[RunSpec], list[RunSpec], list[str]]:
+    """(phase-1 jobs, phase-2 jobs that can run now, methods still waiting for their search).
+
+    Phase 2 lists every seed at the chosen rate; the first seed's run is the search run itself and is
+    skipped as finished.
+    """
+    phase1, phase2, waiting = [], [], []
+    for method in methods:
+        phase1 += search_jobs(suite, method, configs[method])
+        lr = chosen_lr(store, suite, method, configs[method])
+        if lr is None:
+            waiting.append(method)
+        else:
+            phase2 += [RunSpec(suite, method, configs[method], lr=lr, seed=seed) for seed in seeds]
+    return phase1, phase2, waiting
+
+
+def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+              shard: Shard = Shard(0, 1), store: ResultStore, device: torch.device, checkpoint_root,
+              progress: bool = False, dry_run: bool = False, off_budget: bool = False) -> dict[str, int]:
+    """Run what is left of the sweep for this shard; returns counts of runs by outcome."""
+    methods = list(methods or list_methods())
+    seeds = list(seeds or suite.seeds)
+    configs = {m: get_method(m).make_config() for m in methods}
+    counts = {"skipped": 0, "ok": 0, "not ok": 0}
+
+    def execute(jobs: list[RunSpec]) -> None:
+        from benchmarks.train import run
+
+        for job in shard.take(jobs):
+            path = store.path_for(job)
+            if store.is_finished(job):
+                counts["skipped"] += 1
+                continue
+            print(f"[shard {shard.index}/{shard.count}] {job.method} lr={job.lr:g} seed={job.seed} -> {path}",
+                  file=sys.stderr)
+            if dry_run:
+                continue
+            folder = checkpoint_root / suite.name / job.method / path.stem
+            record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device, progress=progress,
+                         checkpoints=Checkpointer(folder, job.config_hash), checkpoint_every=100)
+            counts["ok" if record["run_info"]["status"] == "ok" else "not ok"] += 1
+
+    phase1, _, _ = plan(store, suite, methods, seeds, configs)
+    execute(phase1)
+    _, phase2, waiting = plan(store, suite, methods, seeds, configs)
+    execute(phase2)
+    if waiting:
+        print(f"waiting for the learning-rate search of {', '.join(waiting)} (other shards); "
+              "run the sweep again once they finish", file=sys.stderr)
+    counts["waiting"] = len(waiting)
+    return counts
