@@ -12,6 +12,7 @@ import io
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
+from benchmarks.environment import git_state
 from benchmarks.store import atomic_write_bytes, atomic_write_text
 
 
@@ -49,9 +51,12 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 class Checkpointer:
     """Checkpoints of one run (one config hash and seed) in their own folder."""
 
-    def __init__(self, folder: Path, config_hash: str):
+    def __init__(self, folder: Path, config_hash: str, code_version: str | None = None):
+        """`code_version` (the git sha by default) must match for a resume: a run must not mix two versions
+        of the code, which its record could not tell apart."""
         self.folder = Path(folder)
         self.config_hash = config_hash
+        self.code_version = code_version if code_version is not None else str(git_state()["git_sha"])
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: Any, progress: dict[str, Any]) -> None:
@@ -63,8 +68,8 @@ class Checkpointer:
         torch.save(state, buffer)
         atomic_write_bytes(self.folder / f"step-{step}.pt", buffer.getvalue())
         previous = self.latest_step()
-        atomic_write_text(self.folder / "latest.json",
-                          json.dumps({"step": step, "config_hash": self.config_hash}) + "\n")
+        atomic_write_text(self.folder / "latest.json", json.dumps(
+            {"step": step, "config_hash": self.config_hash, "code_version": self.code_version}) + "\n")
         if previous is not None and previous != step:
             for suffix in (".safetensors", ".pt"):
                 (self.folder / f"step-{previous}{suffix}").unlink(missing_ok=True)
@@ -74,7 +79,13 @@ class Checkpointer:
             pointer = json.loads((self.folder / "latest.json").read_text())
         except (OSError, ValueError):
             return None
-        return pointer["step"] if pointer.get("config_hash") == self.config_hash else None
+        if pointer.get("config_hash") != self.config_hash:
+            return None
+        if pointer.get("code_version") != self.code_version:
+            print(f"ignoring checkpoint {self.folder}: written by code version {pointer.get('code_version')}, "
+                  f"this is {self.code_version}; starting the run afresh", file=sys.stderr)
+            return None
+        return pointer["step"]
 
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              device: torch.device) -> dict[str, Any] | None:

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from benchmarks.cli import main
 from benchmarks.store import read_record
 
@@ -73,3 +75,17 @@ def test_sigterm_records_interrupted_then_resumes(tmp_path):
     assert checkpoint_step(tmp_path / "stopped") >= 5
     assert main(bench_args(tmp_path, "stopped")) == 0
     assert only_record(tmp_path / "stopped")["run_info"]["status"] == "ok"
+
+
+def test_a_checkpoint_from_other_code_is_not_resumed(tmp_path):
+    from model_helpers import build
+
+    from benchmarks.checkpoint import Checkpointer
+
+    model = build()
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    Checkpointer(tmp_path, "hash", code_version="abc").save(5, model, optimizer, scheduler, {"step": 5})
+    assert Checkpointer(tmp_path, "hash", code_version="abc").latest_step() == 5
+    assert Checkpointer(tmp_path, "hash", code_version="def").latest_step() is None
+    assert Checkpointer(tmp_path, "other-hash", code_version="abc").latest_step() is None
