@@ -6,9 +6,8 @@ Both work on any dataset of the shared item contract (see shapes.py); a dataset 
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -18,18 +17,9 @@ import pandas as pd
 from torch.utils.data import Dataset
 
 from benchmarks.errors import UserError
+from benchmarks.store import atomic_write_bytes
 
 _OVERLAY_RGB = (1.0, 0.0, 1.0)  # magenta: absent from the shapes palette, rare in photographs
-
-
-def _atomic_target(out_path: str | Path) -> tuple[Path, str]:
-    """A temp file next to the destination (same filesystem, so os.replace is atomic)."""
-    out = Path(out_path)
-    if not out.parent.is_dir():
-        raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
-    os.close(fd)
-    return out, tmp
 
 
 def save_preview(dataset: Dataset, n: int, out_path: str | Path, columns: int = 4) -> Path:
@@ -58,15 +48,15 @@ def save_preview(dataset: Dataset, n: int, out_path: str | Path, columns: int = 
         title = "\n".join(textwrap.wrap(f"[{item['kind']}] {item['text']}", width=30)[:4])
         ax.set_title(title, fontsize=7, loc="left")
     fig.tight_layout(h_pad=0.6, w_pad=0.4)
-    out, tmp = _atomic_target(out_path)
+    out = Path(out_path)
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
+    png = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a preview is meant to be shared
-        os.replace(tmp, out)
+        fig.savefig(png, dpi=110, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_bytes(out, png.getvalue())
     return out
 
 
