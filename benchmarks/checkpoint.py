@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from benchmarks.environment import git_state
-from benchmarks.store import atomic_write_bytes, atomic_write_text
+from benchmarks.store import ResultStore, RunSpec, atomic_write_bytes, atomic_write_text
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,6 +57,11 @@ class Checkpointer:
         self.folder = Path(folder)
         self.config_hash = config_hash
         self.code_version = code_version if code_version is not None else str(git_state()["git_sha"])
+
+    @classmethod
+    def for_run(cls, root: Path, store: ResultStore, spec: RunSpec) -> Checkpointer:
+        """The checkpoints of `spec` under `root`, laid out like its record: <suite>/<method>/<hash>-seed<k>/."""
+        return cls(Path(root) / store.path_for(spec).relative_to(store.root).with_suffix(""), spec.config_hash)
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: Any, progress: dict[str, Any]) -> None:

@@ -94,15 +94,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    folder = Path(args.checkpoint_dir) / spec.suite.name / spec.method / path.stem
+    checkpoints = Checkpointer.for_run(Path(args.checkpoint_dir), store, spec)
     try:
         with sigterm_as_interrupt():
-            record = run(spec, store, device=device, progress=not args.no_progress,
-                         checkpoints=Checkpointer(folder, spec.config_hash),
+            record = run(spec, store, device=device, progress=not args.no_progress, checkpoints=checkpoints,
                          checkpoint_every=args.checkpoint_every, workers=args.workers)
     except KeyboardInterrupt:
-        print(f"interrupted: recorded in {path}; run the same command again to resume from {folder}",
-              file=sys.stderr)
+        print(f"interrupted: recorded in {path}; run the same command again to resume from "
+              f"{checkpoints.folder}", file=sys.stderr)
         return 130
     print_summary(record)
     print(f"record: {path}")
@@ -126,7 +125,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt():
             counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
                                store=ResultStore(args.out), device=_device(args.device),
-                               checkpoint_root=Path(args.checkpoint_dir), progress=not args.no_progress,
+                               checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
+                               progress=not args.no_progress,
                                dry_run=args.dry_run, off_budget=off_budget)
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
@@ -179,6 +179,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(REPO / "results"), help="results folder (default: results/)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+                        help="save a resumable checkpoint every STEPS steps (0: only when interrupted)")
     parser.add_argument("--checkpoint-dir", default=str(REPO / "runs" / "checkpoints"),
                         help="where checkpoints live until their run is recorded (default: runs/checkpoints)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -197,8 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(bench)
     bench.add_argument("--force", action="store_true", help="re-run even if this run already finished")
     bench.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
-    bench.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
-                       help="save a resumable checkpoint every STEPS steps (0: only when interrupted)")
     bench.add_argument("--list-methods", action="store_true", help="list methods with parameter counts")
     bench.set_defaults(handler=cmd_bench)
 

@@ -15,6 +15,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,7 +87,8 @@ def plan(store: ResultStore, suite: Suite, methods: Sequence[str], seeds: Sequen
 
 
 def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-              shard: Shard = Shard(0, 1), store: ResultStore, device: torch.device, checkpoint_root,
+              shard: Shard = Shard(0, 1), store: ResultStore, device: torch.device, checkpoint_root: Path,
+              checkpoint_every: int = 100,
               progress: bool = False, dry_run: bool = False, off_budget: bool = False) -> dict[str, int]:
     """Run what is left of the sweep for this shard; returns counts of runs by outcome."""
     methods = list(methods or list_methods())
@@ -106,9 +108,9 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
                   file=sys.stderr)
             if dry_run:
                 continue
-            folder = checkpoint_root / suite.name / job.method / path.stem
             record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device, progress=progress,
-                         checkpoints=Checkpointer(folder, job.config_hash), checkpoint_every=100)
+                         checkpoints=Checkpointer.for_run(checkpoint_root, store, job),
+                         checkpoint_every=checkpoint_every)
             counts["ok" if record["run_info"]["status"] == "ok" else "not ok"] += 1
 
     phase1, _, _ = plan(store, suite, methods, seeds, configs)
