@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.errors import UserError
 
-Handler = Callable[[argparse.Namespace], int]
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -127,11 +126,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                store=ResultStore(args.out), device=_device(args.device),
                                checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
                                progress=not args.no_progress,
-                               dry_run=args.dry_run, off_budget=off_budget)
+                               dry_run=args.dry_run, off_budget=off_budget,
+                               options=_key_values(args.set, "--set"))
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks.report import write_report
+
+    written = write_report(Path(args.results), Path(args.out))
+    print(f"wrote {len(written)} files under {args.out}")
     return 0
 
 
@@ -161,13 +169,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     pretrain(PretrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed),
              out=Path(args.out), progress=not args.no_progress)
     return 0
-
-
-def not_yet(issue: str) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        raise UserError(f"'{args.command}' is not available yet ({issue}); see README for what works now")
-
-    return handler
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -231,13 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     sweep.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i (default 0/1)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs left to do, run nothing")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="method option for an ablation point (needs exactly one --method)")
     _add_run_arguments(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
-    for name, issue in (("report", "reports land with the leaderboard issue"),):
-        stub = sub.add_parser(name, help=f"not yet available: {issue}")
-        stub.add_argument("rest", nargs=argparse.REMAINDER)
-        stub.set_defaults(handler=not_yet(issue))
+    report = sub.add_parser("report", help="leaderboards, plots, paper and ablation pages from results/")
+    report.add_argument("--results", default=str(REPO / "results"), help="run records to read (default: results/)")
+    report.add_argument("--out", default=str(REPO / "reports"), help="folder to write (default: reports/)")
+    report.set_defaults(handler=cmd_report)
     return parser
 
 

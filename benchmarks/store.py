@@ -22,6 +22,7 @@ from benchmarks.suites import Suite
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "failed", "interrupted")
 DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
+PROFILE_DIR = "profile"  # results/profile/ holds `profile` documents, not run records
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -84,6 +85,8 @@ class ResultStore:
     def records(self) -> Iterator[tuple[Path, dict[str, Any]]]:
         """Every readable record; unreadable files are skipped with a warning naming them."""
         for path in sorted(self.root.rglob("*.json")):
+            if path.relative_to(self.root).parts[0] == PROFILE_DIR:
+                continue
             try:
                 yield path, read_record(path)
             except ValueError as exc:

@@ -63,9 +63,16 @@ def chosen_lr(store: ResultStore, suite: Suite, method: str, config: Any) -> flo
     records = [store.load(job) for job in search_jobs(suite, method, config)]
     if any(r is None or r["run_info"]["status"] == "interrupted" for r in records):
         return None
-    scored = [(score, lr) for lr, r in zip(suite.lr_grid, records, strict=True)
-              if (score := search_score(r, suite.lr_search_split)) is not None]
-    return max(scored, key=lambda s: (s[0], -s[1]))[1] if scored else suite.lr  # all failed: the default
+    scores = {lr: search_score(r, suite.lr_search_split) for lr, r in zip(suite.lr_grid, records, strict=True)}
+    return pick_lr(scores, default=suite.lr)
+
+
+def pick_lr(scores: dict[float, float | None], default: float) -> float:
+    """The rate with the best search score, ties to the smaller rate; `default` when no run is usable.
+
+    Shared by the sweep (what to run next) and the report (which runs a leaderboard row averages)."""
+    scored = [(score, lr) for lr, score in scores.items() if score is not None]
+    return max(scored, key=lambda s: (s[0], -s[1]))[1] if scored else default
 
 
 def plan(store: ResultStore, suite: Suite, methods: Sequence[str], seeds: Sequence[int],
@@ -89,11 +96,16 @@ def plan(store: ResultStore, suite: Suite, methods: Sequence[str], seeds: Sequen
 def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
               shard: Shard = Shard(0, 1), store: ResultStore, device: torch.device, checkpoint_root: Path,
               checkpoint_every: int = 100,
-              progress: bool = False, dry_run: bool = False, off_budget: bool = False) -> dict[str, int]:
-    """Run what is left of the sweep for this shard; returns counts of runs by outcome."""
+              progress: bool = False, dry_run: bool = False, off_budget: bool = False,
+              options: dict[str, str] | None = None) -> dict[str, int]:
+    """Run what is left of the sweep for this shard; returns counts of runs by outcome.
+
+    `options` sets method options (an ablation point) and needs exactly one method."""
     methods = list(methods or list_methods())
+    if options and len(methods) != 1:
+        raise UserError("sweep --set changes one method's options: give exactly one --method")
     seeds = list(seeds or suite.seeds)
-    configs = {m: get_method(m).make_config() for m in methods}
+    configs = {m: get_method(m).make_config(options or {}) for m in methods}
     counts = {"skipped": 0, "ok": 0, "not ok": 0}
 
     def execute(jobs: list[RunSpec]) -> None:

@@ -18,17 +18,17 @@ from benchmarks.cli import main
     (["bench", "--method", "full", "--lr", "0.5"], "outside suite 'shapes' lr_grid"),
     (["bench"], "needs --method"),
     (["data", "stats", "--dataset", "coco"], "unknown dataset 'coco'"),
-    (["report"], "not available yet"),
+    (["report", "--results", "{tmp}/no-such-results"], "does not exist"),
     (["sweep", "--shard", "2/2"], "--shard 2/2"),
     (["sweep", "--method", "lorra"], "unknown method")
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
-    if argv[0] in ("bench", "sweep"):
-        argv = [*argv, "--out", str(tmp_path / "results")]
-    assert main(argv) == 2
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    out = tmp_path / ("reports" if argv[0] == "report" else "results")
+    assert main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
-    assert not (tmp_path / "results").exists()
+    assert not out.exists()
 
 
 def test_list_methods_prints_every_method_with_counts_on_both_backbones(capsys, monkeypatch):

@@ -1,0 +1,65 @@
+"""Ablation pages: one table per method knob, from sweeps that set that knob (`sweep --set KEY=VALUE`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from benchmarks.report.markdown import Column, table
+from benchmarks.report.runs import aggregate, current_budget, default_config, leaderboard_runs
+
+
+@dataclass(frozen=True)
+class Knob:
+    method: str
+    key: str
+    title: str
+    examples: tuple[str, ...]  # values the page suggests when the knob has not been swept
+
+
+KNOBS = (
+    Knob("bridger", "width", "Bridger width (ladder dim)", ("32", "64", "128")),
+    Knob("bridger", "fusion_stages", "number of Bridgers (the last k of the candidate positions)", ("1", "2", "3")),
+    Knob("bridger", "image_stages", "Bridger positions (0-based image blocks)", ("1,3,5", "3,4,5")),
+    Knob("lora", "rank", "LoRA rank", ("2", "4", "8", "16")),
+    Knob("adapter", "bottleneck", "adapter width", ("16", "32", "64", "128")),
+    Knob("prompt", "vision_tokens", "prompt length (vision tokens per block)", ("2", "4", "8", "16")),
+)
+
+
+def knob_runs(runs: pd.DataFrame, knob: Knob) -> pd.DataFrame:
+    """The method's default runs plus the runs whose only change from the default is this knob."""
+    mine = runs[runs["method"] == knob.method]
+    keep = mine["variant"].eq("default") | mine["variant"].str.fullmatch(rf"{knob.key}=[^,]*")
+    return mine[keep]
+
+
+def knob_table(runs: pd.DataFrame, knob: Knob, splits: list[str]) -> str:
+    agg = aggregate(runs, [*(f"{s}/mIoU" for s in splits), "trainable", "ratio_trainable"])
+    default = (default_config(knob.method) or {}).get(knob.key)
+    agg["value"] = [f"{default} (default)" if v == "default" else v.split("=", 1)[1] for v in agg["variant"]]
+    agg = agg.sort_values("trainable").reset_index(drop=True)
+    columns = [Column("value", knob.key, left=True), Column("runs", "runs", left=True), Column("lr", "lr", digits=4),
+               *(Column(f"{s}/mIoU", f"{s} mIoU", best="max", with_std=True) for s in splits),
+               Column("trainable", "trainable params", digits=0, thousands=True),
+               Column("ratio_trainable", "trainable / total (%)", scale=100)]
+    return table(agg, columns)
+
+
+def page(suite: str, runs_all: pd.DataFrame, splits: list[str]) -> str:
+    runs = leaderboard_runs(current_budget(runs_all))
+    lines = [f"# Ablations: `{suite}`", "",
+             "Each table varies one knob of one method with everything else at the method's default, under the "
+             "suite's budget and the same learning-rate search as the leaderboard; mean ± std over seeds.", ""]
+    for knob in KNOBS:
+        lines += [f"## {knob.method}: {knob.title}", ""]
+        chosen = knob_runs(runs, knob)
+        if chosen["variant"].ne("default").any():
+            lines += [knob_table(chosen, knob, splits)]
+        else:
+            values = " ".join(knob.examples)
+            lines += ["not run. To run it:", "", "```bash",
+                      f"for v in {values}; do nox -s sweep -- --suite {suite} --method {knob.method} "
+                      f"--set {knob.key}=$v; done", "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""One suite's leaderboard page: accuracy, precision and cost tables, trivial baselines, and its plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmarks.report import plots
+from benchmarks.report.markdown import Column, table
+from benchmarks.report.runs import COST_COLUMNS, SPLIT_METRICS, aggregate, current_budget, leaderboard_runs
+
+PRECISIONS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
+BASELINE_TITLES = {"largest_object": "largest object (ignores the text)", "predict_all": "whole image"}
+
+
+def splits_of(runs: pd.DataFrame) -> list[str]:
+    """Evaluation splits in the order the records list them."""
+    seen: list[str] = []
+    for column in runs.columns:
+        split, _, metric = column.partition("/")
+        if metric == "mIoU" and split not in seen:
+            seen.append(split)
+    return seen
+
+
+def kinds_of(runs: pd.DataFrame, split: str) -> list[str]:
+    prefix = f"{split}/kind/"
+    return sorted(c[len(prefix):] for c in runs.columns if c.startswith(prefix))
+
+
+def board(runs: pd.DataFrame) -> pd.DataFrame:
+    """Aggregated default-config rows, best search-split mIoU first; rows without an ok run last."""
+    splits = splits_of(runs)
+    kinds = {s: kinds_of(runs, s) for s in splits}
+    columns = [f"{s}/{m}" for s in splits for m in SPLIT_METRICS]
+    columns += [f"{s}/kind/{k}" for s in splits for k in kinds[s]] + list(COST_COLUMNS)
+    agg = aggregate(runs[runs["variant"] == "default"], columns)
+    if agg.empty:
+        return agg
+    key = f"{runs['search_split'].iloc[0]}/mIoU"
+    return agg.sort_values([key, "method"], ascending=[False, True], na_position="last").reset_index(drop=True)
+
+
+def baseline_rows(runs: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
+    """Trivial predictors' scores (identical in every record of a budget: they do not depend on training)."""
+    names = sorted({c.split("/")[0].removeprefix("baseline:") for c in runs.columns if c.startswith("baseline:")})
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"method": f"*baseline: {BASELINE_TITLES.get(name, name)}*", "runs": "", "lr": "",
+                               "baseline": name}
+        for split in splits:
+            for metric in SPLIT_METRICS:
+                values = runs.get(f"baseline:{name}/{split}/{metric}")
+                known = values.dropna() if values is not None else []
+                row[f"{split}/{metric}"] = known.iloc[0] if len(known) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _budget_line(suite: dict[str, Any]) -> str:
+    grid = ", ".join(f"{v:g}" for v in suite["lr_grid"])
+    seeds = ", ".join(str(s) for s in suite["seeds"])
+    return (f"{suite['steps']} steps x batch {suite['batch_size']} ({suite['optimizer']}, {suite['schedule']} "
+            f"schedule, {suite['image_size']} px, backbone {suite['backbone']}); learning rate chosen per method "
+            f"from {{{grid}}} by {suite['lr_search_split']} mIoU of seed {suite['seeds'][0]}; seeds {seeds}.")
+
+
+def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
+    """The markdown page and its figures (file name -> PNG bytes) for one suite."""
+    runs = leaderboard_runs(current_budget(runs_all))
+    splits = splits_of(runs)
+    rows = board(runs)
+    search = suite["lr_search_split"]
+    lines = [f"# Leaderboard: `{suite_name}`", "", suite.get("description", ""), "",
+             f"Budget: {_budget_line(suite)}", ""]
+    lines += _provenance(current_budget(runs_all)[lambda f: ~f["off_budget"]], runs_all)
+    lines += ["", f"Mean ± sample standard deviation over seeds at the chosen learning rate; `runs` counts every "
+              f"run of that row by status (failed or diverged runs are listed, and only `ok` runs enter the mean). "
+              f"Bold: best in the column. Sorted by {search} mIoU.", ""]
+    figures: dict[str, bytes] = {}
+    if rows.empty:
+        lines += ["No run records for this suite yet.", ""]
+        return "\n".join(lines), figures
+
+    accuracy = [Column("method", "method", left=True), Column("runs", "runs", left=True), Column("lr", "lr", digits=4)]
+    for split in splits:
+        accuracy += [Column(f"{split}/mIoU", f"{split} mIoU", best="max", with_std=True),
+                     Column(f"{split}/oIoU", f"{split} oIoU", best="max", with_std=True)]
+    base = baseline_rows(runs, splits)
+    both = pd.concat([rows, base], ignore_index=True)
+    ranked = [True] * len(rows) + [False] * len(base)
+    lines += ["## Accuracy (%)", "", table(both, accuracy, rank_rows=ranked)]
+
+    precision = [Column("method", "method", left=True)]
+    precision += [Column(f"{search}/{p}", p.replace("prec", "Prec"), best="max", with_std=True) for p in PRECISIONS]
+    lines += [f"## Precision at IoU thresholds on {search} (%)", "", table(both, precision, rank_rows=ranked)]
+
+    cost = [Column("method", "method", left=True),
+            Column("trainable", "trainable params", digits=0, best="min", thousands=True),
+            Column("ratio_trainable", "trainable / total (%)", digits=2, scale=100, best="min"),
+            Column("ratio_added", "added / CLIP (%)", digits=2, scale=100),
+            Column("gflops_per_image", "inference GFLOPs / image", digits=3, best="min"),
+            Column("train_gflops_per_image", "training GFLOPs / image", digits=3, best="min"),
+            Column("peak_memory_train_mb", "peak train memory (MB)", digits=0, best="min", with_std=True),
+            Column("train_seconds", "train time (s)", digits=0, best="min", with_std=True),
+            Column("images_per_second", "train images / s", digits=0, best="max", with_std=True)]
+    memory_kind = "process peak RSS on CPU" if "cpu" in " ".join(runs["device"]) else "peak allocated on the GPU"
+    lines += ["## Cost", "", f"Memory is the {memory_kind}; FLOPs are 2 x multiply-adds (fvcore with the "
+              "handles it lacks); `added / CLIP` is the paper's ratio (new parameters over the whole CLIP).", "",
+              table(rows, cost)]
+
+    failed = runs[runs["status"] != "ok"].sort_values(["method", "variant", "seed"])
+    if len(failed):
+        listing = failed.assign(error=failed["error"].fillna("").map(lambda e: e.splitlines()[0][:160] if e else ""),
+                                file=failed["path"].map(lambda p: f"`{Path(p).name}`"))
+        lines += ["## Runs that did not finish ok", "", table(listing, [
+            Column("method", "method", left=True), Column("variant", "variant", left=True),
+            Column("seed", "seed", digits=0), Column("lr", "lr", digits=4), Column("status", "status", left=True),
+            Column("error", "error", left=True), Column("file", "record", left=True)])]
+
+    figures["accuracy_vs_cost.png"] = plots.accuracy_vs_cost(
+        rows.assign(ratio_pct=rows["ratio_trainable"] * 100), f"{search}/mIoU", f"{search} mIoU (%)",
+        [("ratio_pct", "trainable parameters (% of total, log scale)", True),
+         ("peak_memory_train_mb", "peak training memory (MB)", False)],
+        _baseline_levels(base, search))
+    curves = _curves(runs)
+    if not curves.empty:
+        figures["training_curves.png"] = plots.training_curves(curves)
+    kinds = kinds_of(runs, search)
+    if kinds:
+        heat = rows.set_index("method")[[f"{search}/kind/{k}" for k in kinds]].dropna(how="all")
+        heat.columns = kinds
+        figures["per_kind.png"] = plots.kind_heatmap(heat, f"{search} mIoU by expression kind (mean over seeds)")
+    lines += ["## Plots", ""]
+    captions = {"accuracy_vs_cost.png": "Accuracy against trainable-parameter ratio and peak memory; error bars "
+                "are the seed standard deviation, the dashed line the Pareto front.",
+                "training_curves.png": "Training loss (mean over seeds).",
+                "per_kind.png": "mIoU per expression kind: which kinds of language each method handles."}
+    for name in figures:
+        lines += [f"![{name}]({name})", "", captions[name], ""]
+    return "\n".join(lines), figures
+
+
+def _baseline_levels(base: pd.DataFrame, split: str) -> list[tuple[float, str]]:
+    """The trivial baselines worth drawing as a level (the whole-image one sits near zero)."""
+    levels = []
+    for _, row in base.iterrows():
+        if row["baseline"] != "predict_all" and pd.notna(row.get(f"{split}/mIoU")):
+            title = BASELINE_TITLES.get(row["baseline"], row["baseline"])
+            levels.append((float(row[f"{split}/mIoU"]), f"baseline: {title}"))
+    return levels
+
+
+def _provenance(runs: pd.DataFrame, runs_all: pd.DataFrame) -> list[str]:
+    seconds = runs["train_seconds"].fillna(0).sum()
+    seconds += sum(runs[c].fillna(0).sum() for c in runs.columns if c.endswith("/eval_seconds"))
+    devices = ", ".join(sorted(runs["device"].unique()))
+    shas = ", ".join(sorted(s[:8] for s in runs["git_sha"].dropna().unique()))
+    lines = [f"{len(runs)} run records (learning-rate search and ablations included) on {devices}, code {shas}; "
+             f"their training and evaluation took {seconds / 3600:.2f} h in total."]
+    off = int(runs_all["off_budget"].sum())
+    if off:
+        lines.append(f"{off} off-budget runs (budget settings overridden) are not in the tables.")
+    older = int((~runs_all["off_budget"] & (runs_all["budget"] != runs["budget"].iloc[0])).sum())
+    if older:
+        lines.append(f"{older} records made under earlier settings of this suite are not in the tables.")
+    return lines
+
+
+def _curves(runs: pd.DataFrame) -> pd.DataFrame:
+    ok = runs[(runs["status"] == "ok") & (runs["variant"] == "default")]
+    points = [{"method": row["method"], "seed": row["seed"], "step": p["step"], "loss": p["loss"]}
+              for _, row in ok.iterrows() for p in row["curve"]]
+    return pd.DataFrame(points, columns=["method", "seed", "step", "loss"])
+
+
+def suite_settings(runs: pd.DataFrame, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The suite settings recorded in the newest record of the current budget."""
+    latest = current_budget(runs).sort_values("started_at").iloc[-1]["path"]
+    return json.loads(json.dumps(records[latest]["run_info"]["config"]["suite"]))

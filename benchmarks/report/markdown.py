@@ -1,0 +1,66 @@
+"""Markdown tables with the best value per column in bold; nothing in them depends on when they were made."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+
+DASH = "–"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: where its value comes from, how it reads, and which end is best (if any)."""
+
+    key: str
+    title: str
+    digits: int = 2
+    best: Literal["max", "min"] | None = None
+    with_std: bool = False
+    scale: float = 1.0
+    thousands: bool = False
+    left: bool = False  # text columns read better left-aligned
+
+    def text(self, row: pd.Series) -> str:
+        value = row.get(self.key)
+        if isinstance(value, str):
+            return value
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return DASH
+        shown = f"{value * self.scale:,.{self.digits}f}" if self.thousands else f"{value * self.scale:.{self.digits}f}"
+        std = row.get(f"{self.key}:std")
+        if self.with_std and std is not None and not math.isnan(std):
+            shown += f" ± {std * self.scale:.{self.digits}f}"
+        return shown
+
+
+def table(frame: pd.DataFrame, columns: Sequence[Column], *, rank_rows: Sequence[bool] | None = None) -> str:
+    """A GitHub markdown table; for columns with `best`, the best value among `rank_rows` is bold
+    (ties all bold, compared at the shown precision so bold never contradicts what the reader sees)."""
+    rank_rows = list(rank_rows) if rank_rows is not None else [True] * len(frame)
+    cells = [[c.text(row) for c in columns] for _, row in frame.iterrows()]
+    for j, column in enumerate(columns):
+        if column.best is None:
+            continue
+        shown = [_rounded(row.get(column.key), column) if rank else None
+                 for rank, (_, row) in zip(rank_rows, frame.iterrows(), strict=True)]
+        candidates = [v for v in shown if v is not None]
+        if not candidates:
+            continue
+        target = max(candidates) if column.best == "max" else min(candidates)
+        for i, value in enumerate(shown):
+            if value == target:
+                cells[i][j] = f"**{cells[i][j]}**"
+    header = "| " + " | ".join(c.title for c in columns) + " |"
+    rule = "|" + "|".join(":--" if c.left else "--:" for c in columns) + "|"
+    return "\n".join([header, rule, *("| " + " | ".join(row) + " |" for row in cells)]) + "\n"
+
+
+def _rounded(value: Any, column: Column) -> float | None:
+    if value is None or isinstance(value, str) or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(float(value) * column.scale, column.digits)

@@ -1,0 +1,139 @@
+"""The paper page: ETRIS's published tables beside this project's runs of the paper suites.
+
+Published numbers are facts quoted from the ETRIS paper (ICCV 2023) and, where marked, from later
+papers' comparison tables; CRIS (full fine-tuning) is the paper's main baseline. A cell this project has
+not measured says "not run" rather than being left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from benchmarks.report.markdown import Column, table
+from benchmarks.report.runs import aggregate, current_budget, leaderboard_runs
+
+NOT_RUN = "not run"
+BENCHMARKS = (("refcoco", ("val", "testA", "testB")), ("refcoco+", ("val", "testA", "testB")),
+              ("refcocog", ("val", "test")))
+BACKBONE_SUITES = {"RN50": "paper-rn50", "RN101": "paper-rn101", "ViT-B-16": "paper-vitb16"}
+
+
+@dataclass(frozen=True)
+class Published:
+    method: str
+    backbone: str
+    source: str
+    miou: dict[str, float]  # "refcoco/val" -> mIoU
+    tunable_m: float | None = None  # added trainable parameters in the backbone, millions
+
+
+PUBLISHED = (
+    Published("ETRIS", "RN50", "ETRIS paper", {"refcoco/val": 70.39, "refcoco/testA": 73.11,
+                                               "refcoco/testB": 66.38}, 1.68),
+    Published("ETRIS", "RN101", "ETRIS paper; RefCOCO+ / G-Ref as quoted by later papers",
+              {"refcoco/val": 71.06, "refcoco/testA": 74.11, "refcoco/testB": 66.66, "refcoco+/val": 62.23,
+               "refcoco+/testA": 68.51, "refcoco+/testB": 52.79, "refcocog/val": 60.28, "refcocog/test": 60.42},
+              1.94),
+    Published("ETRIS", "ViT-B-16", "ETRIS paper; RefCOCO+ / G-Ref val as quoted by later papers",
+              {"refcoco/val": 70.51, "refcoco/testA": 73.51, "refcoco/testB": 66.63, "refcoco+/val": 60.1,
+               "refcocog/val": 57.9}, 1.39),
+    Published("CRIS (full fine-tuning)", "RN50", "CRIS paper, as compared in ETRIS",
+              {"refcoco/val": 69.52, "refcoco/testA": 72.72, "refcoco/testB": 64.70, "refcoco+/val": 61.39,
+               "refcoco+/testA": 67.10, "refcoco+/testB": 52.48, "refcocog/val": 59.35, "refcocog/test": 59.39}),
+    Published("CRIS (full fine-tuning)", "RN101", "CRIS paper, as compared in ETRIS",
+              {"refcoco/val": 70.47, "refcoco/testA": 73.18, "refcoco/testB": 66.10, "refcoco+/val": 62.27,
+               "refcoco+/testA": 68.08, "refcoco+/testB": 53.68, "refcocog/val": 59.87, "refcocog/test": 60.36}),
+)
+OURS = (("bridger", "ETRIS (Bridger + decoder)"), ("full", "full fine-tuning"))
+
+
+def _cells() -> list[tuple[str, str]]:
+    return [(f"{name}/{split}", f"{name} {split}") for name, splits in BENCHMARKS for split in splits]
+
+
+def accuracy_table(runs: pd.DataFrame) -> str:
+    """Published rows, then this project's rows per backbone (RefCOCO from the paper suites)."""
+    rows = []
+    for pub in PUBLISHED:
+        row = {"method": pub.method, "backbone": pub.backbone, "source": pub.source,
+               "tunable": f"{pub.tunable_m:.2f}" if pub.tunable_m is not None else "all"}
+        row.update({key: pub.miou.get(key, "–") for key, _ in _cells()})
+        rows.append(row)
+    for backbone, suite in BACKBONE_SUITES.items():
+        suite_runs = runs[runs["suite"] == suite] if not runs.empty else runs
+        chosen = leaderboard_runs(current_budget(suite_runs)) if len(suite_runs) else suite_runs
+        agg = aggregate(chosen[chosen["variant"] == "default"], ["val/mIoU", "testA/mIoU", "testB/mIoU",
+                                                                 "added"]) if len(chosen) else pd.DataFrame()
+        for method, title in OURS:
+            found = agg[agg["method"] == method] if len(agg) else agg
+            row = {"method": f"risbench {title}", "backbone": backbone, "source": f"`{suite}` suite"}
+            for key, _ in _cells():
+                row[key] = NOT_RUN
+            if len(found):
+                got = found.iloc[0]
+                for split in ("val", "testA", "testB"):
+                    row[f"refcoco/{split}"] = _mean_std(got, f"{split}/mIoU")
+                row["tunable"] = f"{got['added'] / 1e6:.2f}" if method == "bridger" else "all"
+                row["source"] += f" ({got['runs']})"
+            else:
+                row["tunable"] = NOT_RUN
+            rows.append(row)
+    columns = [Column("method", "method", left=True), Column("backbone", "backbone", left=True),
+               *(Column(key, title, digits=2) for key, title in _cells()),
+               Column("tunable", "tunable backbone params (M)", left=True), Column("source", "source", left=True)]
+    return table(pd.DataFrame(rows), columns)
+
+
+def _mean_std(row: pd.Series, key: str) -> str:
+    mean, std = row.get(key), row.get(f"{key}:std")
+    if mean is None or pd.isna(mean):
+        return NOT_RUN
+    return f"{mean:.2f}" + ("" if std is None or pd.isna(std) else f" ± {std:.2f}")
+
+
+def efficiency_table(profiles: list[dict]) -> str | None:
+    """Per method at paper scale (ViT-B/16 and ResNets, 416 px): parameters, GFLOPs, and where profiled on a
+    device, memory and speed; from `profile` documents saved under results/profile/."""
+    rows = []
+    for document in profiles:
+        for row in document["rows"]:
+            if not str(document.get("suite", "")).startswith("paper-") or row.get("image_size") != 416:
+                continue
+            memory, speed = row.get("memory") or {}, row.get("throughput") or {}
+            rows.append({
+                "suite": document["suite"], "method": row["method"], "backbone": row["backbone"],
+                "batch": row["batch_size"], "trainable": row["params"]["trainable"] / 1e6,
+                "added": row["params"]["added"] / 1e6, "ratio_added": 100 * row["params"]["ratio_added"],
+                "gflops": row["gflops_per_image"], "train_gflops": row["train_gflops_per_image"],
+                "memory": memory.get("train_peak_mb", NOT_RUN), "speed": speed.get("train_images_per_s", NOT_RUN),
+                "device": row.get("device", "?"),
+            })
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows).sort_values(["suite", "batch", "method"]).drop_duplicates(
+        ["suite", "method", "batch"], keep="last")
+    columns = [Column("suite", "suite", left=True), Column("method", "method", left=True),
+               Column("trainable", "trainable (M)", 3),
+               Column("added", "added (M)", 3), Column("ratio_added", "added / CLIP (%)", 2),
+               Column("gflops", "inference GFLOPs / image", 1), Column("train_gflops", "training GFLOPs / image", 1),
+               Column("batch", "batch", 0), Column("memory", "peak train memory (MB)", 0),
+               Column("speed", "train images / s", 1), Column("device", "device", left=True)]
+    return table(frame, columns)
+
+
+def page(runs: pd.DataFrame, profiles: list[dict]) -> str:
+    lines = ["# ETRIS (ICCV 2023) beside risbench", "",
+             "mIoU (%) on the RefCOCO family. Published rows quote the papers; risbench rows are the mean ± std "
+             "over seeds of this project's runs of the paper suites (RefCOCO only; they need a GPU and the "
+             "RefCOCO files), or `not run`. `tunable` counts parameters added to the backbone (the paper's "
+             "measure), in millions.", "", accuracy_table(runs), "", "## Efficiency at paper scale", ""]
+    efficiency = efficiency_table(profiles)
+    if efficiency is None:
+        lines += ["not run: profile a paper suite with `nox -s profile -- --suite paper-vitb16 --out "
+                  "results/profile/paper-vitb16.json` to fill this table.", ""]
+    else:
+        lines += ["From `profile` documents in results/profile/ (random weights; FLOPs are 2 x multiply-adds; "
+                  "memory and speed only where they were measured on a device).", "", efficiency]
+    return "\n".join(lines)

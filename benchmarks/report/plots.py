@@ -1,0 +1,123 @@
+"""Seaborn figures for the report, returned as PNG bytes so the caller writes them atomically.
+
+Every figure uses a legend (never free text labels near points, which overlap), labelled axes with
+units, and fixed sizes and DPI; PNG metadata carries no software version or date, so the same
+records give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "p", "h", "*")
+
+
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _style(methods: Sequence[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
+    palette = sns.color_palette("tab20", n_colors=max(len(methods), 1))
+    return {m: (palette[k], MARKERS[k % len(MARKERS)]) for k, m in enumerate(methods)}
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Points no other point beats on both axes (lower x is better, higher y is better), sorted by x."""
+    ordered = points.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
+    front, best = [], -math.inf
+    for _, row in ordered.iterrows():
+        if row[y] > best:
+            front.append(row)
+            best = row[y]
+    return pd.DataFrame(front)
+
+
+def accuracy_vs_cost(agg: pd.DataFrame, metric: str, metric_title: str,
+                     costs: Sequence[tuple[str, str, bool]], references: Sequence[tuple[float, str]] = ()) -> bytes:
+    """One panel per cost (column, axis title, log scale): mean metric with its seed std as error bars,
+    the Pareto front as a dashed line, and reference levels (trivial baselines) as dotted lines."""
+    methods = list(agg["method"])
+    style = _style(methods)
+    with sns.axes_style("whitegrid"):
+        figure, axes = plt.subplots(1, len(costs), figsize=(6.2 * len(costs), 4.6), squeeze=False)
+    for ax, (column, title, log) in zip(axes[0], costs, strict=True):
+        for _, row in agg.iterrows():
+            color, marker = style[row["method"]]
+            std = row.get(f"{metric}:std")
+            ax.errorbar(row[column], row[metric], yerr=None if pd.isna(std) else std, fmt=marker, color=color,
+                        markersize=8, capsize=3, label=row["method"])
+        front = pareto_front(agg, column, metric)
+        if len(front) > 1:
+            ax.plot(front[column], front[metric], "--", color="0.4", linewidth=1, label="Pareto front")
+        for level, (value, label) in enumerate(references):
+            ax.axhline(value, linestyle=":", color=str(0.2 + 0.3 * level), linewidth=1.2, label=label)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(title)
+        ax.set_ylabel(metric_title)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def training_curves(curves: pd.DataFrame) -> bytes:
+    """Training loss against step per method (mean over seeds; columns method, step, loss)."""
+    methods = sorted(curves["method"].unique())
+    style = _style(methods)
+    with sns.axes_style("whitegrid"):
+        figure, ax = plt.subplots(figsize=(8.5, 4.8))
+    for method in methods:
+        mean = curves[curves["method"] == method].groupby("step")["loss"].mean()
+        ax.plot(mean.index, mean.values, color=style[method][0], label=method, linewidth=1.4)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss (BCE, log scale, mean over seeds)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def kind_heatmap(table: pd.DataFrame, title: str) -> bytes:
+    """Methods (rows) x expression kinds (columns), cell = mIoU; annotated so values read without a legend."""
+    with sns.axes_style("white"):
+        figure, ax = plt.subplots(figsize=(1.3 * len(table.columns) + 3.0, 0.42 * len(table) + 1.6))
+    sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax, cbar_kws={"label": "mIoU (%)"})
+    ax.set_xlabel("expression kind")
+    ax.set_ylabel("method")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=0)
+    ax.tick_params(axis="y", rotation=0)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def scaling_curves(rows: pd.DataFrame, x: str, x_title: str, panels: Sequence[tuple[str, str]]) -> bytes:
+    """Cost against input size (or batch size) per method, one panel per cost column."""
+    methods = sorted(rows["method"].unique())
+    style = _style(methods)
+    with sns.axes_style("whitegrid"):
+        figure, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
+    for ax, (column, title) in zip(axes[0], panels, strict=True):
+        for method in methods:
+            points = rows[rows["method"] == method].dropna(subset=[column]).sort_values(x)
+            color, marker = style[method]
+            ax.plot(points[x], points[column], marker=marker, color=color, label=method)
+        ax.set_xlabel(x_title)
+        ax.set_ylabel(title)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.tight_layout()
+    return _png(figure)

@@ -1,0 +1,153 @@
+"""The report from a small hand-made set of run records: tables, statuses, regeneration, bad files."""
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from benchmarks.report import build, write_report
+from benchmarks.store import SCHEMA_VERSION, atomic_write_text
+from benchmarks.suites import load_suite
+from benchmarks.sweep import pick_lr
+from methods import get_method
+
+SUITE = dataclasses.replace(load_suite("smoke"), name="fixture", seeds=(0, 1, 2), lr_grid=(1e-3, 3e-3),
+                            eval_splits=("val", "testA"))
+KINDS = ("attribute", "relation")
+
+
+def make_record(method: str, *, seed: int, lr: float, miou: float | None, status: str = "ok",
+                options: dict | None = None, suite=SUITE, off_budget: bool = False, started: str = "2026-01-01"):
+    """A schema-valid record whose val mIoU is `miou` (testA = miou + 1); costs depend on the method."""
+    config = json.loads(json.dumps(dataclasses.asdict(get_method(method).make_config(options or {}))))
+    trainable = {"frozen": 1000, "full": 90000, "lora": 3000}[method]
+    results = {}
+    if miou is not None:
+        for k, split in enumerate(suite.eval_splits):
+            value = miou + k
+            results[split] = {"mIoU": value, "oIoU": value - 2, **{f"prec@{t}": value / 2 for t in
+                                                                   ("0.5", "0.6", "0.7", "0.8", "0.9")},
+                              "n": 10, "per_kind": {kind: value + i for i, kind in enumerate(KINDS)},
+                              "eval_seconds": 1.0}
+    baselines = {split: {"largest_object": {"mIoU": 20.0, "oIoU": 15.0, **{f"prec@{t}": 20.0 for t in
+                                                                           ("0.5", "0.6", "0.7", "0.8", "0.9")}}}
+                 for split in suite.eval_splits}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_info": {"suite": suite.name, "method": method, "method_config": config, "lr": lr, "seed": seed,
+                     "config_hash": "x", "off_budget": off_budget, "status": status,
+                     "error": "RuntimeError: boom" if status == "failed" else None, "started_at": started,
+                     "config": {"suite": suite.to_dict(), "method": method, "method_config": config, "lr": lr}},
+        "train_info": {"steps_done": 3, "train_seconds": 10.0, "images_per_second": 5.0,
+                       "curve": [{"step": 1, "loss": 1.0 - seed / 10}, {"step": 2, "loss": 0.5}]},
+        "results": results, "baselines": baselines,
+        "cost": {"params": {"trainable": trainable, "total": 100000, "added": 0, "ratio_trainable": trainable / 1e5,
+                            "ratio_added": 0.0}, "peak_memory_train_mb": 100.0 + trainable / 1000,
+                 "gflops_per_image": 1.0, "train_gflops_per_image": 2.0},
+        "meta_info": {"git_sha": "abcdef0123", "device": "cpu (test)"},
+    }
+
+
+def write(root: Path, record: dict, name: str) -> None:
+    info = record["run_info"]
+    atomic_write_text(root / info["suite"] / info["method"] / f"{name}-seed{info['seed']}.json", json.dumps(record))
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    # full: lr search at seed 0 picks 1e-3 (40 > 30); seeds 1, 2 at 1e-3; one diverged seed elsewhere
+    write(root, make_record("full", seed=0, lr=1e-3, miou=40.0), "a")
+    write(root, make_record("full", seed=0, lr=3e-3, miou=30.0), "b")
+    write(root, make_record("full", seed=1, lr=1e-3, miou=44.0), "a")
+    write(root, make_record("full", seed=2, lr=1e-3, miou=None, status="diverged"), "a")
+    # frozen: search picks 3e-3; three ok seeds there
+    write(root, make_record("frozen", seed=0, lr=1e-3, miou=20.0), "a")
+    for seed, miou in ((0, 25.0), (1, 26.0), (2, 27.0)):
+        write(root, make_record("frozen", seed=seed, lr=3e-3, miou=miou), "b")
+    # lora: every run failed
+    write(root, make_record("lora", seed=0, lr=1e-3, miou=None, status="failed"), "a")
+    # off budget and an ablation point: never in the leaderboard
+    write(root, make_record("full", seed=0, lr=1e-3, miou=99.0, off_budget=True,
+                            suite=dataclasses.replace(SUITE, steps=7)), "c")
+    write(root, make_record("lora", seed=0, lr=1e-3, miou=35.0, options={"rank": 4}), "d")
+    return root
+
+
+def rows_of(markdown: str, heading: str) -> dict[str, list[str]]:
+    """The table under a '## heading' as {first cell: other cells}."""
+    section = markdown.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def test_leaderboard_averages_the_chosen_rate_and_counts_every_status(results):
+    page = build(results)[Path("fixture/leaderboard.md")]
+    accuracy = rows_of(page, "Accuracy")
+    assert list(accuracy)[:3] == ["full", "frozen", "lora"]  # sorted by val mIoU, no-ok rows last
+    runs, lr, val_miou = accuracy["full"][:3]
+    assert runs == "2 ok, 1 diverged" and float(lr) == 1e-3
+    assert val_miou == f"**42.00 ± {math.sqrt(8):.2f}**"  # seeds 0, 1 at 1e-3; the 3e-3 search run and 99 left out
+    assert accuracy["frozen"][:3] == ["3 ok", "0.0030", "26.00 ± 1.00"]
+    assert accuracy["lora"][0] == "1 failed" and accuracy["lora"][2] == "–"
+    assert accuracy["*baseline: largest object (ignores the text)*"][2] == "20.00"  # baselines never bold
+    cost = rows_of(page, "Cost")
+    assert cost["frozen"][0] == "**1,000**" and cost["full"][0] == "90,000"
+    assert "1 off-budget runs" in page
+    not_ok = rows_of(page, "Runs that did not finish ok")
+    assert [cells[3] for cells in not_ok.values()] == ["diverged", "failed"]
+    assert not_ok["lora"][4] == "RuntimeError: boom"
+
+
+def test_ablation_page_tables_a_swept_knob_and_says_not_run_for_the_rest(results):
+    page = build(results)[Path("fixture/ablations.md")]
+    rank = rows_of(page, "lora: LoRA rank")
+    assert rank["4"][0] == "1 ok" and rank["4"][2].startswith("**35.00")
+    assert rank["8 (default)"][0] == "1 failed"
+    assert "--method bridger --set width=$v" in page.split("## bridger: Bridger width", 1)[1]
+
+
+def test_paper_page_quotes_the_paper_and_says_not_run_without_paper_suite_records(results):
+    page = build(results)[Path("paper.md")]
+    etris_vit = next(line for line in page.splitlines() if line.startswith("| ETRIS | ViT-B-16"))
+    assert "70.51" in etris_vit and "73.51" in etris_vit and "66.63" in etris_vit
+    ours = [line for line in page.splitlines() if line.startswith("| risbench ETRIS")]
+    assert len(ours) == 3 and all("not run" in line for line in ours)
+    assert "## Efficiency at paper scale\n\nnot run" in page
+
+
+def test_paper_page_shows_a_paper_suite_run_beside_the_paper(tmp_path):
+    suite = dataclasses.replace(SUITE, name="paper-vitb16", eval_splits=("val", "testA", "testB"))
+    root = tmp_path / "results"
+    write(root, make_record("full", seed=0, lr=1e-3, miou=61.0, suite=suite), "a")
+    page = build(root)[Path("paper.md")]
+    row = next(line for line in page.splitlines() if line.startswith("| risbench full fine-tuning | ViT-B-16"))
+    assert "| 61.00 | 62.00 | 63.00 |" in row and "1 ok" in row
+
+
+def test_report_is_byte_identical_when_regenerated(results, tmp_path):
+    first = write_report(results, tmp_path / "one")
+    second = write_report(results, tmp_path / "two")
+    assert {p.relative_to(tmp_path / "one") for p in first} == {p.relative_to(tmp_path / "two") for p in second}
+    assert any(p.suffix == ".png" for p in first)
+    for path in first:
+        assert path.read_bytes() == (tmp_path / "two" / path.relative_to(tmp_path / "one")).read_bytes(), path
+
+
+def test_corrupt_record_is_skipped_with_a_warning_naming_it(results, tmp_path, capsys):
+    bad = results / "fixture" / "full" / "zzz-seed9.json"
+    bad.write_text('{"schema_version": 1, "run_info": ')
+    assert main(["report", "--results", str(results), "--out", str(tmp_path / "reports")]) == 0
+    err = capsys.readouterr().err
+    assert re.search(rf"warning: skipping {re.escape(str(bad))}: not a readable JSON run record", err)
+    assert "2 ok, 1 diverged" in (tmp_path / "reports" / "fixture" / "leaderboard.md").read_text()
+
+
+def test_pick_lr_takes_the_best_score_ties_to_the_smaller_rate_and_falls_back():
+    assert pick_lr({1e-3: 30.0, 3e-3: 31.0}, default=1e-3) == 3e-3
+    assert pick_lr({1e-3: 30.0, 3e-3: 30.0}, default=3e-3) == 1e-3
+    assert pick_lr({1e-3: None, 3e-3: None}, default=3e-3) == 3e-3
