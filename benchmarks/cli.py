@@ -46,6 +46,7 @@ def resolve_suite(args: argparse.Namespace):
             raise UserError(f"--budget changes suite '{suite.name}' ({', '.join(budget)}); "
                             "add --allow-budget-override to run off-budget (recorded as such)")
         suite = suite.replace(budget)
+    suite.check()
     return suite, bool(budget)
 
 
@@ -78,6 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("bench needs --method NAME (see --list-methods)")
     import torch
 
+    from benchmarks import distributed
     from benchmarks.checkpoint import Checkpointer
     from benchmarks.store import ResultStore
     from benchmarks.summary import print_summary
@@ -87,9 +89,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = _device(args.device)
     store = ResultStore(args.out)
     path = store.path_for(spec)
+    speaks = distributed.is_main()  # under torchrun only rank 0 prints
     if store.is_finished(spec) and not args.force:
-        print(f"already finished: {path} (use --force to run again)")
-        print_summary(store.load(spec))
+        if speaks:
+            print(f"already finished: {path} (use --force to run again)")
+            print_summary(store.load(spec))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,11 +103,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             record = run(spec, store, device=device, progress=not args.no_progress, checkpoints=checkpoints,
                          checkpoint_every=args.checkpoint_every, workers=args.workers)
     except KeyboardInterrupt:
-        print(f"interrupted: recorded in {path}; run the same command again to resume from "
-              f"{checkpoints.folder}", file=sys.stderr)
+        if speaks:
+            print(f"interrupted: recorded in {path}; run the same command again to resume from "
+                  f"{checkpoints.folder}", file=sys.stderr)
         return 130
-    print_summary(record)
-    print(f"record: {path}")
+    if speaks:
+        print_summary(record)
+        print(f"record: {path}")
     return 0 if record["run_info"]["status"] == "ok" else 1
 
 

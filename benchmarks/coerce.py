@@ -31,5 +31,6 @@ def coerce(value: Any, like: Any, key: str, optional: bool = False) -> Any:
             kind = type(like[0]) if like else str
             return tuple(kind(v) for v in value.split(",") if v)
     except ValueError:
-        raise UserError(f"{key}={value!r}: expected a {type(like).__name__}") from None
+        kind = type(like).__name__
+        raise UserError(f"{key}={value!r}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind}") from None
     return value

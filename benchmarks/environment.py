@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import distributed
+
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "peft", "transformers", "fvcore", "numpy")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,4 +50,5 @@ def describe(device: torch.device) -> dict[str, object]:
         "python": platform.python_version(),
         "device": device_name(device),
         "device_type": device.type,
+        "world_size": distributed.world_size(),  # processes training data-parallel (torchrun), 1 without
     }

@@ -1,4 +1,8 @@
-"""Evaluation under the metrics protocol, plus the trivial baselines every leaderboard is read against."""
+"""Evaluation under the metrics protocol, plus the trivial baselines every leaderboard is read against.
+
+Under torchrun each process scores a contiguous shard and the meters are merged in rank order, so the numbers
+are those of one process scoring the whole set with the same weights.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from benchmarks import distributed
 from benchmarks.data import collate
 from benchmarks.metrics import IoUMeter, logits_to_masks
 from methods.model import RISModel
@@ -23,6 +28,9 @@ def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: f
              device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """mIoU, oIoU, Prec@X (percent) and per-kind mIoU over `dataset`, plus inference throughput."""
     meter = IoUMeter()
+    shard = distributed.shard(len(dataset))
+    if len(shard) < len(dataset):
+        dataset = Subset(dataset, shard)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     was_training = model.training
     model.eval()
@@ -40,7 +48,9 @@ def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: f
             seen += logits.shape[0]
     finally:
         model.train(was_training)
-    elapsed = time.perf_counter() - started
+    parts = distributed.gather((meter, seen, time.perf_counter() - started))
+    meter = IoUMeter.merged(part[0] for part in parts)
+    seen, elapsed = sum(part[1] for part in parts), max(part[2] for part in parts)
     return {**meter.compute(), "eval_seconds": elapsed, "images_per_second": seen / elapsed if elapsed else None}
 
 
@@ -53,10 +63,11 @@ def trivial_baselines(dataset: Dataset) -> dict[str, dict[str, Any]]:
     meters = {"predict_all": IoUMeter()}
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     indices = list(dataset.indices) if isinstance(dataset, Subset) else range(len(dataset))
+    shard = distributed.shard(len(indices))
     has_objects = hasattr(base, "object_masks")
     if has_objects:
         meters["largest_object"] = IoUMeter()
-    for index in indices:
+    for index in indices[shard.start:shard.stop]:
         item = base[index]
         target = item["orig_mask"]
         meters["predict_all"].update(torch.ones_like(target), target, item["kind"])
@@ -64,4 +75,5 @@ def trivial_baselines(dataset: Dataset) -> dict[str, dict[str, Any]]:
             objects = base.object_masks(index)
             largest = max(objects, key=lambda m: int(m.sum()))
             meters["largest_object"].update(largest, target, item["kind"])
-    return {name: meter.compute() for name, meter in meters.items()}
+    parts = distributed.gather(meters)
+    return {name: IoUMeter.merged(part[name] for part in parts).compute() for name in meters}

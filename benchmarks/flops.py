@@ -11,22 +11,27 @@ convention of open_clip's published profile table, so they compare with it direc
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import (
-    addmm_flop_jit,
-    bmm_flop_jit,
-    conv_flop_jit,
-    einsum_flop_jit,
-    get_shape,
-    linear_flop_jit,
-    matmul_flop_jit,
-)
+
+# fvcore calls torch.jit.script at import, which new torch flags as deprecated on every CLI start.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import (
+        addmm_flop_jit,
+        bmm_flop_jit,
+        conv_flop_jit,
+        einsum_flop_jit,
+        get_shape,
+        linear_flop_jit,
+        matmul_flop_jit,
+    )
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
 

@@ -12,7 +12,7 @@ scores 0. With zero updates, `compute()` returns n = 0 and None for every metric
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +79,18 @@ class IoUMeter:
         if kind is not None:
             self._by_kind[kind].append(iou)
         return iou
+
+    @classmethod
+    def merged(cls, meters: Iterable[IoUMeter]) -> IoUMeter:
+        """One meter over the expressions of `meters` in their order: shards of one evaluation, reunited."""
+        out = cls()
+        for meter in meters:
+            out.ious += meter.ious
+            out.intersection += meter.intersection
+            out.union += meter.union
+            for kind, ious in meter._by_kind.items():
+                out._by_kind[kind] += ious
+        return out
 
     def compute(self) -> dict:
         """Metrics in percent (0..100); None for every metric when nothing was scored."""

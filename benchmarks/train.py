@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmarks import environment
+from benchmarks import distributed, environment
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
 from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
@@ -59,19 +59,25 @@ def build_model(suite: Suite, method: str, method_config: Any) -> RISModel:
     return model
 
 
-def training_step(model: RISModel, suite: Suite, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+def training_step(model: torch.nn.Module, suite: Suite, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                   tokens: torch.Tensor, masks: torch.Tensor, amp: torch.dtype | None) -> float:
-    """One optimisation step exactly as every run takes it; a NaN/inf loss raises Diverged before the update."""
+    """One optimisation step exactly as every run takes it; a NaN/inf loss raises Diverged before the update.
+
+    `model` may be the DistributedDataParallel wrapper: the returned loss is then the mean over processes, so
+    all of them see the same value and a divergence on any one stops every one at the same step.
+    """
     with torch.autocast(images.device.type, dtype=amp, enabled=amp is not None):
         loss = segmentation_loss(model(images, tokens).float(), masks)
-    if not torch.isfinite(loss):
-        raise Diverged(f"loss became {loss.item()}")
+    logged = distributed.mean(loss)
+    if not torch.isfinite(logged):
+        raise Diverged(f"loss became {logged.item()}")
     loss.backward()
     if suite.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), suite.grad_clip)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, suite.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return logged.item()
 
 
 def lr_factor(suite: Suite, step: int) -> float:
@@ -105,13 +111,21 @@ def autocast_dtype(suite: Suite, device: torch.device) -> torch.dtype | None:
 
 class StepBatches(torch.utils.data.Sampler):
     """Batches of dataset indices from global step `start` on: epoch e is a permutation seeded by
-    (seed, e), so the batch of any step is known without replaying the ones before (exact resume)."""
+    (seed, e), so the batch of any step is known without replaying the ones before (exact resume).
 
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int):
+    With `world` processes, process `rank` takes the rank-th contiguous part of every (global) batch: the
+    parts together are exactly the single-process batch.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
         if size < batch_size:
             raise ValueError(f"the training split has {size} items, fewer than one batch of {batch_size}")
+        if not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"rank {rank} of {world} processes cannot take an equal part of batch {batch_size}")
         self.size, self.batch_size, self.seed, self.start, self.stop = size, batch_size, seed, start, stop
         self.per_epoch = size // batch_size
+        local = batch_size // world
+        self.part = slice(rank * local, (rank + 1) * local)
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -122,7 +136,7 @@ class StepBatches(torch.utils.data.Sampler):
             if step == self.start or position == 0:
                 order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
                     self.seed * 1_000_003 + epoch))
-            yield order[position * self.batch_size:(position + 1) * self.batch_size].tolist()
+            yield order[position * self.batch_size:(position + 1) * self.batch_size][self.part].tolist()
 
 
 @contextmanager
@@ -147,138 +161,152 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
 
     With `checkpoints`, training resumes from the latest checkpoint of the same config and seed, saves one
     every `checkpoint_every` steps and on interruption, and deletes them once the record is written.
+
+    Under torchrun the processes train data-parallel: the suite's batch_size stays the global batch, split
+    evenly over them, and rank 0 alone writes checkpoints and the record while the others wait for it.
     """
-    suite = spec.suite
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    curve: list[dict[str, float]] = []
-    status, error = "ok", None
-    results: dict[str, Any] = {}
-    baselines: dict[str, Any] = {}
-    steps_done, train_seconds, counts = 0, 0.0, None
-    started = time.perf_counter()
-    train_peak: tuple[float, str] | None = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    amp = autocast_dtype(suite, device)
-
-    window: list[float] = []
-    seconds_before = 0.0  # training time spent before a resume
-    model = optimizer = scheduler = None
-
-    def progress_state() -> dict[str, Any]:
-        return {"step": steps_done, "curve": curve, "window": window,
-                "train_seconds": seconds_before + time.perf_counter() - started}
-
-    try:
-        seed_everything(spec.seed)
-        model = build_model(suite, spec.method, spec.method_config).to(device)
-        counts = model.parameter_counts()
-        optimizer = make_optimizer(suite, model.trainable_parameters(), spec.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(suite, s))
-        resumed = checkpoints.load(model, optimizer, scheduler, device) if checkpoints else None
-        if resumed:
-            steps_done, curve, window = resumed["step"], resumed["curve"], resumed["window"]
-            seconds_before = resumed["train_seconds"]
-            print(f"resuming {spec.method} seed {spec.seed} from step {steps_done}", file=sys.stderr)
-        train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
-        sampler = StepBatches(len(train_set), suite.batch_size, spec.seed, steps_done, suite.steps)
-        # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which would
-        # shift the dropout stream of a resumed run by one draw.
-        loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                            generator=torch.Generator().manual_seed(spec.seed))
-
-        model.train()
+    with distributed.process_group(device) as device:
+        suite = spec.suite
+        distributed.local_batch_size(suite.batch_size)  # refuse an uneven split before any work
+        main = distributed.is_main()
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        curve: list[dict[str, float]] = []
+        status, error = "ok", None
+        results: dict[str, Any] = {}
+        baselines: dict[str, Any] = {}
+        steps_done, train_seconds, counts = 0, 0.0, None
         started = time.perf_counter()
-        bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not progress, file=sys.stderr,
-                   dynamic_ncols=True, initial=steps_done, total=suite.steps)
-        for step, batch in enumerate(bar, start=steps_done):
-            images = batch["image"].to(device, non_blocking=True)
-            masks = batch["mask"].to(device, non_blocking=True)
-            tokens = model.backbone.tokenize(batch["text"]).to(device)
-            window.append(training_step(model, suite, optimizer, images, tokens, masks, amp))
-            scheduler.step()
-            steps_done = step + 1
-            if steps_done % suite.log_every == 0 or steps_done == suite.steps:
-                curve.append({"step": steps_done, "loss": float(np.mean(window)),
-                              "lr": optimizer.param_groups[0]["lr"]})
-                bar.set_postfix(loss=f"{curve[-1]['loss']:.4f}")
-                window = []
-            if checkpoints and checkpoint_every and steps_done % checkpoint_every == 0 and steps_done < suite.steps:
+        train_peak: tuple[float, str] | None = None
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        amp = autocast_dtype(suite, device)
+
+        window: list[float] = []
+        seconds_before = 0.0  # training time spent before a resume
+        model = optimizer = scheduler = None
+
+        def progress_state() -> dict[str, Any]:
+            return {"step": steps_done, "curve": curve, "window": window,
+                    "train_seconds": seconds_before + time.perf_counter() - started}
+
+        try:
+            # The same seed in every process: identical initial weights, and identical RNG streams, so rank 0's
+            # checkpointed RNG state resumes every process exactly (dropout masks repeat across processes).
+            seed_everything(spec.seed)
+            model = build_model(suite, spec.method, spec.method_config).to(device)
+            counts = model.parameter_counts()
+            net = distributed.wrap(model, device)
+            optimizer = make_optimizer(suite, model.trainable_parameters(), spec.lr)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(suite, s))
+            resumed = checkpoints.load(model, optimizer, scheduler, device) if checkpoints else None
+            if resumed:
+                steps_done, curve, window = resumed["step"], resumed["curve"], resumed["window"]
+                seconds_before = resumed["train_seconds"]
+                if main:
+                    print(f"resuming {spec.method} seed {spec.seed} from step {steps_done}", file=sys.stderr)
+            train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
+            sampler = StepBatches(len(train_set), suite.batch_size, spec.seed, steps_done, suite.steps,
+                                  distributed.rank(), distributed.world_size())
+            # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which would
+            # shift the dropout stream of a resumed run by one draw.
+            loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                                generator=torch.Generator().manual_seed(spec.seed))
+
+            net.train()
+            started = time.perf_counter()
+            bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not (progress and main),
+                       file=sys.stderr, dynamic_ncols=True, initial=steps_done, total=suite.steps)
+            for step, batch in enumerate(bar, start=steps_done):
+                images = batch["image"].to(device, non_blocking=True)
+                masks = batch["mask"].to(device, non_blocking=True)
+                tokens = model.backbone.tokenize(batch["text"]).to(device)
+                window.append(training_step(net, suite, optimizer, images, tokens, masks, amp))
+                scheduler.step()
+                steps_done = step + 1
+                if steps_done % suite.log_every == 0 or steps_done == suite.steps:
+                    curve.append({"step": steps_done, "loss": float(np.mean(window)),
+                                  "lr": optimizer.param_groups[0]["lr"]})
+                    bar.set_postfix(loss=f"{curve[-1]['loss']:.4f}")
+                    window = []
+                if (main and checkpoints and checkpoint_every and steps_done % checkpoint_every == 0
+                        and steps_done < suite.steps):
+                    checkpoints.save(steps_done, model, optimizer, scheduler, progress_state())
+            train_seconds = seconds_before + time.perf_counter() - started
+            bar.close()
+            train_peak = peak_memory_mb(device)
+
+            for split in suite.eval_splits:
+                dataset = eval_subset(build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options),
+                                      suite.eval_limit)
+                results[split] = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold,
+                                          device=device, autocast_dtype=amp)
+                baselines[split] = trivial_baselines(dataset)
+        except Diverged as exc:
+            status, error = "diverged", f"{exc} at step {steps_done}"
+        except torch.cuda.OutOfMemoryError as exc:
+            status, error = "oom", str(exc).splitlines()[0]
+        except KeyboardInterrupt:
+            status, error = "interrupted", f"interrupted at step {steps_done}"
+            if main and checkpoints and model is not None and optimizer is not None and steps_done:
                 checkpoints.save(steps_done, model, optimizer, scheduler, progress_state())
-        train_seconds = seconds_before + time.perf_counter() - started
-        bar.close()
-        train_peak = peak_memory_mb(device)
+        except Exception as exc:  # recorded, never lost: a sweep goes on past a failed run
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        if not train_seconds and steps_done:
+            train_seconds = seconds_before + time.perf_counter() - started
+        train_peak = train_peak or peak_memory_mb(device)
+        eval_peak = peak_memory_mb(device)
+        flops: dict[str, Any] = {}
+        if status == "ok" and main:
+            from benchmarks.profile import profile_run  # profile builds on this module: import at use
 
-        for split in suite.eval_splits:
-            dataset = eval_subset(build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options),
-                                  suite.eval_limit)
-            results[split] = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold,
-                                      device=device, autocast_dtype=amp)
-            baselines[split] = trivial_baselines(dataset)
-    except Diverged as exc:
-        status, error = "diverged", f"{exc} at step {steps_done}"
-    except torch.cuda.OutOfMemoryError as exc:
-        status, error = "oom", str(exc).splitlines()[0]
-    except KeyboardInterrupt:
-        status, error = "interrupted", f"interrupted at step {steps_done}"
-        if checkpoints and model is not None and optimizer is not None and steps_done:
-            checkpoints.save(steps_done, model, optimizer, scheduler, progress_state())
-    except Exception as exc:  # recorded, never lost: a sweep goes on past a failed run
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        traceback.print_exc()
-    if not train_seconds and steps_done:
-        train_seconds = seconds_before + time.perf_counter() - started
-    train_peak = train_peak or peak_memory_mb(device)
-    eval_peak = peak_memory_mb(device)
-    flops: dict[str, Any] = {}
-    if status == "ok":
-        from benchmarks.profile import profile_run  # profile builds on this module: import at use
+            try:  # its own models and RNG: it cannot change this run's numbers
+                flops = profile_run(suite, spec.method, spec.method_config)
+            except Exception as exc:  # a counting problem must not lose a finished run
+                flops = {"flops_error": f"{type(exc).__name__}: {exc}"}
 
-        try:  # its own models and RNG: it cannot change this run's numbers
-            flops = profile_run(suite, spec.method, spec.method_config)
-        except Exception as exc:  # a counting problem must not lose a finished run
-            flops = {"flops_error": f"{type(exc).__name__}: {exc}"}
-
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "run_info": {
-            "suite": suite.name,
-            "method": spec.method,
-            "method_config": spec.config()["method_config"],
-            "lr": spec.lr,
-            "seed": spec.seed,
-            "config_hash": spec.config_hash,
-            "off_budget": spec.off_budget,
-            "status": status,
-            "error": error,
-            "started_at": started_at,
-            "config": spec.config(),
-        },
-        "train_info": {
-            "steps_planned": suite.steps,
-            "steps_done": steps_done,
-            "images_seen": steps_done * suite.batch_size,
-            "train_seconds": train_seconds,
-            "images_per_second": steps_done * suite.batch_size / train_seconds if train_seconds else None,
-            "final_loss": curve[-1]["loss"] if curve else None,
-            "precision": "bf16" if amp is not None else "fp32",
-            "curve": curve,
-        },
-        "results": results,
-        "baselines": baselines,
-        "cost": {
-            "params": counts.to_dict() if counts else None,
-            "peak_memory_train_mb": train_peak[0],
-            "peak_memory_eval_mb": eval_peak[0],
-            "memory_kind": train_peak[1],
-            **flops,
-        },
-        "meta_info": environment.describe(device),
-    }
-    record = json.loads(json.dumps(record))  # exactly what the file holds (tuples become lists)
-    store.write(spec, record)
-    if status == "interrupted":
-        raise KeyboardInterrupt
-    if checkpoints and status != "failed":  # a failed run keeps its checkpoint for a retry after the fix
-        checkpoints.clear()
-    return record
+        record = {
+            "schema_version": SCHEMA_VERSION,
+            "run_info": {
+                "suite": suite.name,
+                "method": spec.method,
+                "method_config": spec.config()["method_config"],
+                "lr": spec.lr,
+                "seed": spec.seed,
+                "config_hash": spec.config_hash,
+                "off_budget": spec.off_budget,
+                "status": status,
+                "error": error,
+                "started_at": started_at,
+                "config": spec.config(),
+            },
+            "train_info": {
+                "steps_planned": suite.steps,
+                "steps_done": steps_done,
+                "images_seen": steps_done * suite.batch_size,
+                "train_seconds": train_seconds,
+                "images_per_second": steps_done * suite.batch_size / train_seconds if train_seconds else None,
+                "final_loss": curve[-1]["loss"] if curve else None,
+                "precision": "bf16" if amp is not None else "fp32",
+                "curve": curve,
+            },
+            "results": results,
+            "baselines": baselines,
+            "cost": {
+                "params": counts.to_dict() if counts else None,
+                "peak_memory_train_mb": train_peak[0],
+                "peak_memory_eval_mb": eval_peak[0],
+                "memory_kind": train_peak[1],
+                **flops,
+            },
+            "meta_info": environment.describe(device),
+        }
+        record = json.loads(json.dumps(record))  # exactly what the file holds (tuples become lists)
+        if main:
+            store.write(spec, record)
+        if status == "interrupted":  # every process was signalled: no barrier, each saves what it must and stops
+            raise KeyboardInterrupt
+        distributed.barrier()  # the record exists before any process returns
+        if main and checkpoints and status != "failed":  # a failed run keeps its checkpoint for a retry after the fix
+            checkpoints.clear()
+        return record

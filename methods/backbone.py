@@ -25,7 +25,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 from torch import LongTensor, Tensor, nn
 
-from benchmarks.errors import UserError
+from benchmarks.errors import UserError, did_you_mean
 from methods.attention import unfuse_attention
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -41,6 +41,17 @@ def register_model_configs() -> None:
         _configs_registered = True
 
 
+def check_arch(arch: str) -> None:
+    """An unknown architecture is a one-line error with the near names, not open_clip's whole list."""
+    register_model_configs()
+    known = open_clip.list_models()
+    if arch not in known:
+        ours = ", ".join(sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")))
+        raise UserError(f"unknown backbone '{arch}'{did_you_mean(arch, known)}; {len(known)} are known: this "
+                        f"project's {ours} and open_clip's (e.g. RN50, ViT-B-16), listed by "
+                        "python -c 'import open_clip; print(open_clip.list_models())'")
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     arch: str = "risbench-tiny-vit"
@@ -49,9 +60,7 @@ class BackboneConfig:
     text_len: int = 16
 
     def __post_init__(self) -> None:
-        register_model_configs()
-        if self.arch not in open_clip.list_models():
-            raise UserError(f"unknown backbone arch '{self.arch}'; choose one of: {open_clip.list_models()}")
+        check_arch(self.arch)
         if self.pretrained is not None and not (isinstance(self.pretrained, str) and self.pretrained):
             raise ValueError("pretrained must be None, an open_clip tag or a weights file path")
         if self.image_size <= 0:

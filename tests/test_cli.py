@@ -20,15 +20,42 @@ from benchmarks.cli import main
     (["data", "stats", "--dataset", "coco"], "unknown dataset 'coco'"),
     (["report", "--results", "{tmp}/no-such-results"], "does not exist"),
     (["sweep", "--shard", "2/2"], "--shard 2/2"),
-    (["sweep", "--method", "lorra"], "unknown method")
+    (["sweep", "--method", "lorra"], "unknown method"),
+    (["data", "stats", "--split", "vall"], "shapes has no split 'vall' (did you mean val?); valid splits: train, val,"),
+    # Caught by Suite.__post_init__ / Suite.check before any model is built (--suite smoke: a regression trains fast).
+    *[([command, *method, "--suite", "smoke", "--budget", budget, "--allow-budget-override"], message)
+      for command, method in (("bench", ["--method", "frozen"]), ("sweep", []))
+      for budget, message in (
+          ("backbone=RN5O", "unknown backbone 'RN5O' (did you mean RN50 or RN50x4?); "),
+          ("eval_splits=val,vall", "eval_splits: shapes has no split 'vall' (did you mean val?); valid splits: "
+                                   "train, val, testA, testB"),
+          ("train_split=trian", "train_split: shapes has no split 'trian' (did you mean train?)"),
+          ("lr_search_split=testA", "lr_search_split 'testA' must be one of eval_splits (val)"),
+          ("dataset=coco", "dataset: unknown dataset 'coco' (did you mean refcoco"),
+          ("dataset=refcoco", "dataset 'refcoco' needs its data root: set RISBENCH_DATA"),
+          ("dataset_options={colour = 1}", "unknown 'colour' (did you mean colours?)"),
+          ("dataset_options={min_objects = 1}", "min_objects"),
+          ("dataset_options=3", "expected a TOML inline table"),
+          ("pretrained=methods/assets/nope.safetensors", "pretrained weights file not found: "),
+          ("pretrained=openai", "nor an open_clip tag of risbench-tiny-vit; it has none"),
+      )],
+    (["bench", "--method", "lora", "--suite", "smoke", "--budget", "backbone=RN50", "--budget", "pretrained=opena",
+      "--allow-budget-override"], "pretrained 'opena' is neither a weights file nor an open_clip tag of RN50 "
+                                  "(did you mean openai?)"),
+    (["bench", "--method", "lora", "--suite", "smoke", "--set", "rank=0"], "rank must be >= 1, got 0"),
+    (["bench", "--method", "lora", "--suite", "smoke", "--set", "rank=four"], "expected an int"),
+    (["bench", "--method", "lora", "--suite", "smoke", "--set", "dropout=nan"], "dropout must be in [0, 1)"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.delenv("RISBENCH_DATA", raising=False)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     out = tmp_path / ("reports" if argv[0] == "report" else "results")
+    if argv[0] in ("bench", "sweep"):
+        argv += ["--checkpoint-dir", str(tmp_path / "checkpoints")]
     assert main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "checkpoints").exists()
 
 
 def test_list_methods_prints_every_method_with_counts_on_both_backbones(capsys, monkeypatch):

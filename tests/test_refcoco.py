@@ -3,6 +3,8 @@ import pytest
 import torch
 from refer_fixture import ANNS, IMAGES, OBJECT_RGB, build_refer, rect_mask
 
+from benchmarks.cli import main
+from benchmarks.data import build_dataset, check_dataset
 from benchmarks.data.letterbox import Letterbox
 from benchmarks.data.refcoco import RefCOCODataset
 from benchmarks.errors import UserError
@@ -72,7 +74,7 @@ def test_refcocog_umd_and_google_partitions(tmp_path):
     google = build_refer(tmp_path, name="refcocog", split_by="google", splits=("train", "val"))
     val = RefCOCODataset("refcocog", "val", google.root, SIZE, split_by="google")
     assert len(val) == len(google.expressions("val"))
-    with pytest.raises(UserError, match="valid splits: train, val$"):
+    with pytest.raises(UserError, match=r"refcocog \(google\) has no split 'test'; valid splits: train, val$"):
         RefCOCODataset("refcocog", "test", google.root, SIZE, split_by="google")
 
 
@@ -128,8 +130,9 @@ def test_corrupt_annotation_file_names_it(refcoco, target, content):
 def test_empty_or_non_text_sentence_names_the_ref(refcoco, bad):
     refcoco.refs[1]["sentences"][0]["sent"] = bad
     refcoco.write_refs()
-    with pytest.raises(UserError, match=f"ref_id {refcoco.refs[1]['ref_id']}"):
+    with pytest.raises(UserError, match=f"ref_id {refcoco.refs[1]['ref_id']}") as err:
         RefCOCODataset("refcoco", refcoco.refs[1]["split"], refcoco.root, SIZE)
+    assert str(refcoco.refs_path) in str(err.value) and "empty or non-text sentence" in str(err.value)
 
 
 def test_image_that_disagrees_with_annotations_is_rejected(refcoco):
@@ -139,3 +142,44 @@ def test_image_that_disagrees_with_annotations_is_rejected(refcoco):
         refcoco.root / "images/train2014/COCO_train2014_000000000202.jpg")
     with pytest.raises(UserError, match="do not match the annotations"):
         RefCOCODataset("refcoco", "val", refcoco.root, SIZE)[0]
+
+
+def test_options_are_checked_before_the_annotations_are_read(refcoco, monkeypatch):
+    monkeypatch.setenv("RISBENCH_DATA", str(refcoco.root))
+    check_dataset("refcoco", SIZE)  # root from the environment, files in place
+    with pytest.raises(UserError, match=r"refcoco dataset options: unknown 'splitby' \(did you mean split_by\?\)"):
+        check_dataset("refcoco", SIZE, {"splitby": "unc"})
+    with pytest.raises(UserError, match="no split_by 'umd'"):
+        check_dataset("refcoco", SIZE, {"split_by": "umd"})
+    with pytest.raises(UserError, match=f"missing refer annotation file {refcoco.root / 'refcoco+'}"):
+        check_dataset("refcoco+", SIZE)
+    with pytest.raises(UserError, match=r"refcoco \(unc\) has no split 'test' .*; valid splits: train, val, testA"):
+        build_dataset("refcoco", "test", SIZE)
+
+
+def _cli(argv, capsys) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+def test_cli_refuses_missing_refcoco_data_before_any_training(refcoco, tmp_path, monkeypatch, capsys):
+    """bench and sweep: one line, exit 2, no record and no checkpoint."""
+    monkeypatch.setenv("RISBENCH_DATA", str(refcoco.root))
+    (refcoco.root / "refcoco/instances.json").unlink()
+    out, checkpoints = tmp_path / "results", tmp_path / "checkpoints"
+    common = ["--suite", "smoke", "--budget", "dataset=refcoco", "--allow-budget-override", "--out", str(out),
+              "--checkpoint-dir", str(checkpoints)]
+    for argv in (["bench", "--method", "frozen", *common], ["sweep", *common]):
+        code, err = _cli(argv, capsys)
+        assert code == 2 and "\n" not in err
+        assert err.startswith(f"error: missing refer annotation file {refcoco.root / 'refcoco/instances.json'}")
+    assert not out.exists() and not checkpoints.exists()
+
+
+def test_cli_names_the_file_and_ref_of_an_empty_expression(refcoco, monkeypatch, capsys):
+    refcoco.refs[0]["sentences"][0]["sent"] = ""
+    refcoco.write_refs()
+    monkeypatch.setenv("RISBENCH_DATA", str(refcoco.root))
+    code, err = _cli(["data", "stats", "--dataset", "refcoco", "--split", refcoco.refs[0]["split"]], capsys)
+    assert code == 2 and "\n" not in err
+    assert err.startswith(f"error: ref_id {refcoco.refs[0]['ref_id']} in {refcoco.refs_path} has an empty")

@@ -42,7 +42,7 @@ def test_replace_coerces_strings_and_rejects_unknown_keys():
     assert suite.steps == 7 and suite.eval_splits == ("val", "testA") and suite.lr == 0.01
     with pytest.raises(UserError, match="unknown suite key 'stepz'"):
         suite.replace({"stepz": "1"})
-    with pytest.raises(UserError, match="expected a int"):
+    with pytest.raises(UserError, match="expected an int"):
         suite.replace({"steps": "many"})
 
 
@@ -55,3 +55,83 @@ def test_repo_relative_weights_resolve_without_entering_the_identity():
 def test_none_clears_an_optional_field_from_the_command_line():
     assert load_suite("smoke").replace({"pretrained": "none"}).pretrained is None
     assert load_suite("smoke").replace({"dataset": "shapes"}).dataset == "shapes"
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"train_split": "trian"}, "train_split: shapes has no split 'trian' (did you mean train?); valid splits: "
+                               "train, val, testA, testB"),
+    ({"eval_splits": ("val", "testC")}, "eval_splits: shapes has no split 'testC'"),
+    ({"lr_search_split": "vla"}, "lr_search_split: shapes has no split 'vla' (did you mean val?)"),
+    ({"lr_search_split": "testA"}, "lr_search_split 'testA' must be one of eval_splits (val)"),
+    ({"dataset": "refcoco", "eval_splits": ("val", "test")},
+     "refcoco (unc) has no split 'test' (did you mean testB or testA?)"),
+    ({"dataset": "refcocog", "eval_splits": ("val", "testA")},
+     "refcocog (umd) has no split 'testA' (did you mean test?)"),
+    ({"dataset": "refcocog", "dataset_options": {"split_by": "google"}, "eval_splits": ("val", "test")},
+     "refcocog (google) has no split 'test'; valid splits: train, val"),
+    ({"dataset": "refcocog", "dataset_options": {"split_by": "unc"}},
+     "no split_by 'unc'; choose one of ['umd', 'google']"),
+    ({"dataset_options": "min_objects=3"}, "dataset_options must be a table"),
+])
+def test_unknown_splits_name_the_field_and_the_dataset_splits(changes, message):
+    with pytest.raises(UserError) as err:
+        Suite(name="x", **changes)
+    assert str(err.value).startswith("suite 'x': ") and message in str(err.value)
+
+
+def test_refcocog_umd_test_split_is_accepted():
+    suite = load_suite("smoke").replace({"dataset": "refcocog", "eval_splits": "val,test"})
+    assert suite.eval_splits == ("val", "test")
+
+
+def test_shipped_shapes_suites_pass_the_pre_run_check():
+    for name in ("smoke", "shapes"):
+        load_suite(name).check()  # raises on any problem
+
+
+@pytest.mark.parametrize("name", ["paper-rn50", "paper-rn101", "paper-vitb16"])
+def test_paper_suites_pass_the_check_once_their_data_is_there(name, tmp_path, monkeypatch):
+    from refer_fixture import build_refer
+
+    monkeypatch.delenv("RISBENCH_DATA", raising=False)
+    with pytest.raises(UserError, match="needs its data root: set RISBENCH_DATA"):
+        load_suite(name).check()
+    monkeypatch.setenv("RISBENCH_DATA", str(tmp_path))
+    with pytest.raises(UserError, match=r"missing refer annotation file .*refcoco/refs\(unc\)\.p"):
+        load_suite(name).check()
+    build_refer(tmp_path)
+    load_suite(name).check()  # known arch, known pretrained tag (not downloaded), data in place
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"backbone": "RN5O"}, "unknown backbone 'RN5O' (did you mean RN50 or RN50x4?)"),
+    ({"backbone": "vit-b-16"}, "unknown backbone 'vit-b-16' (did you mean ViT-B-16?)"),
+    ({"backbone": "no-such-net"}, "unknown backbone 'no-such-net'; "),
+    ({"pretrained": "methods/assets/missing.safetensors"}, "pretrained weights file not found: "),
+    ({"pretrained": "missing.pt"}, "pretrained weights file not found: missing.pt"),
+    ({"backbone": "RN50", "pretrained": "OpenAI"}, "'OpenAI' is neither a weights file nor an open_clip tag of RN50 "
+                                                   "(did you mean openai?); its tags: openai, yfcc15m, cc12m"),
+    ({"pretrained": "openai"}, "nor an open_clip tag of risbench-tiny-vit; it has none, give a weights file path"),
+    ({"dataset_options": {"min_object": 3}}, "shapes dataset options: unknown 'min_object' (did you mean min_objects"),
+    ({"dataset_options": {"max_objects": 9}}, "ShapesConfig.max_objects=9"),
+])
+def test_pre_run_check_refuses_what_only_open_clip_the_data_or_the_disk_know(changes, message):
+    suite = load_suite("smoke").replace(changes)  # a valid suite as far as its own fields go
+    with pytest.raises(UserError) as err:
+        suite.check()
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_project_model_config_counts_as_a_known_backbone():
+    from methods.backbone import MODEL_CONFIG_DIR
+
+    for config in MODEL_CONFIG_DIR.glob("*.json"):
+        load_suite("smoke").replace({"backbone": config.stem, "pretrained": "none"}).check()
+
+
+def test_dataset_options_take_a_toml_inline_table_from_the_command_line():
+    suite = load_suite("smoke").replace({"dataset_options": "{min_objects = 3, margin = 0.1}"})
+    assert suite.dataset_options == {"min_objects": 3, "margin": 0.1}
+    for bad in ("min_objects = 3", "{min_objects", "3"):
+        with pytest.raises(UserError, match="expected a TOML inline table"):
+            suite.replace({"dataset_options": bad})

@@ -1,5 +1,6 @@
 """Sweep planning: equal learning-rate search, sharding, and resuming without repeating finished runs."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks.errors import UserError
-from benchmarks.store import SCHEMA_VERSION, ResultStore
+from benchmarks.store import SCHEMA_VERSION, ResultStore, read_record
 from benchmarks.suites import load_suite
 from benchmarks.sweep import Shard, chosen_lr, plan, run_sweep
 from methods import get_method
@@ -81,3 +82,42 @@ def test_killed_sweep_restarts_without_repeating_finished_runs(tmp_path):
     assert len(records) == 6  # 2 methods x (2 search rates + 1 more seed)
     assert all(r["run_info"]["status"] == "ok" for r in records)
     assert all(p.stat().st_mtime_ns == t for p, t in done_before.items())  # finished runs not repeated
+
+
+def test_concurrent_shards_write_every_record_once_and_leave_nothing_to_redo(tmp_path):
+    """Four shard processes on one results folder, as a Slurm array or `&` would start them."""
+    smoke = (REPO / "benchmarks/suites/smoke.toml").read_text()
+    changed = {"steps": "2", "batch_size": "2", "eval_limit": "2", "lr_grid": "[1e-3, 3e-3]", "seeds": "[0, 1]"}
+    lines = [line for line in smoke.splitlines() if line.split(" = ")[0] not in {*changed, "pretrained"}]
+    suite_file = tmp_path / "tiny-sweep.toml"
+    suite_file.write_text("\n".join([*lines, *(f"{k} = {v}" for k, v in changed.items())]) + "\n")
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "benchmarks", "sweep", "--suite", str(suite_file), "--method", "frozen",
+               "--method", "lora", "--out", str(out), "--checkpoint-dir", str(tmp_path / "ckpt"), "--threads", "1",
+               "--no-progress"]
+
+    procs = [subprocess.Popen([*command, "--shard", f"{i}/4"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(4)]
+    ran = []  # every shard names each run it starts: "[shard i/n] method lr=.. seed=.. -> path"
+    for proc in procs:
+        output = proc.communicate(timeout=120)[0]
+        assert proc.returncode == 0, output
+        ran += [Path(line.split(" -> ")[1]) for line in output.splitlines() if line.startswith("[shard ")]
+    suite, store = load_suite(str(suite_file)), ResultStore(out)
+    configs = {m: get_method(m).make_config() for m in METHODS}
+    phase1, _, _ = plan(store, suite, METHODS, suite.seeds, configs)
+    _, phase2, waiting = plan(store, suite, METHODS, suite.seeds, configs)
+    expected = {store.path_for(job) for job in phase1 + phase2}
+    assert waiting == [] and len(expected) == 6  # every search ran: 2 methods x (2 rates + 1 more seed)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert sorted(ran) == sorted(files)  # no run twice, by two shards or by one
+    assert {store.path_for(job) for job in phase1} <= set(files) <= expected  # and no temporary file left
+    assert all(read_record(p)["run_info"]["status"] == "ok" for p in files)
+    # A shard whose search run ended before another shard's leaves that method's second seed waiting (the
+    # shard that owns it may already have planned): the next invocation runs exactly what is missing, once.
+    sweep = functools.partial(run_sweep, suite, methods=METHODS, store=store, device=torch.device("cpu"),
+                              checkpoint_root=tmp_path / "ckpt")
+    assert sweep()["ok"] == len(expected) - len(files)
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == sorted(expected)
+    assert sweep() == {"skipped": 8, "ok": 0, "not ok": 0, "waiting": 0}  # 4 search runs + 4 in phase 2
+    assert not [p for p in (tmp_path / "ckpt").rglob("*") if p.is_file()]  # checkpoints go once recorded

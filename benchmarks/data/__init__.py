@@ -1,44 +1,132 @@
-"""Datasets by name, and the batch collation every dataset shares (see the item contract in shapes.py)."""
+"""Datasets by name, their splits, and the batch collation every dataset shares (item contract: shapes.py).
+
+Light at import (no torch, no image libraries): suites use it to check names and splits before any work.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.data import Dataset
+from benchmarks.errors import UserError, did_you_mean
 
-from benchmarks.errors import UserError
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from benchmarks.data.shapes import ShapesConfig
 
 DATA_ROOT_ENV = "RISBENCH_DATA"
+DATASETS = ("shapes", "refcoco", "refcoco+", "refcocog")
+# shapes: rendered on the fly; testB holds out colour-shape pairs. ShapesConfig sizes each of these splits.
+SHAPES_SPLITS = ("train", "val", "testA", "testB")
+# RefCOCO family: (dataset, split_by) -> splits of the refer toolkit's partitions; the first split_by listed
+# per dataset is its default (UNC for RefCOCO/RefCOCO+, UMD for RefCOCOg, as ETRIS reports).
+REFER_SPLITS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("refcoco", "unc"): ("train", "val", "testA", "testB"),
+    ("refcoco+", "unc"): ("train", "val", "testA", "testB"),
+    ("refcocog", "umd"): ("train", "val", "test"),
+    ("refcocog", "google"): ("train", "val"),
+}
+REFER_OPTIONS = ("root", "split_by")
+
+
+def check_dataset_name(name: str) -> None:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS)}; "
+                        f"known datasets: {', '.join(DATASETS)}")
+
+
+def refer_split_by(name: str, split_by: str | None = None) -> str:
+    """`split_by`, or the default partition of RefCOCO-family dataset `name`, after checking both."""
+    partitions = [sb for d, sb in REFER_SPLITS if d == name]
+    if not partitions:
+        names = sorted({d for d, _ in REFER_SPLITS})
+        raise UserError(f"unknown RefCOCO-family dataset {name!r}; choose one of {names}")
+    if split_by is None:
+        return partitions[0]
+    if split_by not in partitions:
+        raise UserError(f"{name} has no split_by {split_by!r}; choose one of {partitions}")
+    return split_by
+
+
+def dataset_splits(name: str, options: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The splits dataset `name` has under its `options` (RefCOCOg's split_by changes them)."""
+    check_dataset_name(name)
+    if name == "shapes":
+        return SHAPES_SPLITS
+    return REFER_SPLITS[name, refer_split_by(name, (options or {}).get("split_by"))]
+
+
+def check_split(name: str, split: str, options: dict[str, Any] | None = None) -> None:
+    splits = dataset_splits(name, options)
+    if split not in splits:
+        partition = "" if name == "shapes" else f" ({refer_split_by(name, (options or {}).get('split_by'))})"
+        raise UserError(f"{name}{partition} has no split {split!r}{did_you_mean(split, splits)}; "
+                        f"valid splits: {', '.join(splits)}")
+
+
+def _shapes_config(image_size: int, options: dict[str, Any]) -> ShapesConfig:
+    from benchmarks.data.shapes import ShapesConfig
+
+    known = [f.name for f in dataclasses.fields(ShapesConfig) if f.name != "image_size"]  # the suite's own
+    for key in options:
+        if key not in known:
+            raise UserError(f"shapes dataset options: unknown {key!r}{did_you_mean(key, known)}; "
+                            f"known: {', '.join(known)}")
+    try:
+        return ShapesConfig(image_size=image_size, **options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"shapes dataset options: {exc}") from None
+
+
+def _refer_options(name: str, options: dict[str, Any]) -> tuple[Path, str]:
+    """(data root, split_by) of a RefCOCO-family dataset; the root comes from the options or the environment."""
+    for key in options:
+        if key not in REFER_OPTIONS:
+            raise UserError(f"{name} dataset options: unknown {key!r}{did_you_mean(key, REFER_OPTIONS)}; "
+                            f"known: {', '.join(REFER_OPTIONS)}")
+    root = options.get("root") or os.environ.get(DATA_ROOT_ENV)
+    if not root:
+        raise UserError(f"dataset '{name}' needs its data root: set {DATA_ROOT_ENV}=/path/to/refer_data "
+                        "(see README, 'RefCOCO data')")
+    return Path(root), refer_split_by(name, options.get("split_by"))
+
+
+def check_dataset(name: str, image_size: int, options: dict[str, Any] | None = None) -> None:
+    """What building the dataset would refuse, without loading it: its options and, for RefCOCO, its files.
+
+    Runs before any training so that a typo or missing data costs one line, not a failed run.
+    """
+    options = options or {}
+    check_dataset_name(name)
+    if name == "shapes":
+        _shapes_config(image_size, options)
+        return
+    from benchmarks.data.refcoco import locate_refer_files
+
+    locate_refer_files(name, *_refer_options(name, options))
 
 
 def build_dataset(name: str, split: str, image_size: int, options: dict[str, Any] | None = None) -> Dataset:
     """The dataset `name` at `split`, rendered or letterboxed to `image_size`."""
-    options = dict(options or {})
+    options = options or {}
+    check_split(name, split, options)
     if name == "shapes":
-        from benchmarks.data.shapes import ShapesConfig, ShapesDataset
+        from benchmarks.data.shapes import ShapesDataset
 
-        try:
-            config = ShapesConfig(image_size=image_size, **options)
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"shapes dataset options: {exc}") from None
-        return ShapesDataset(split, config)
-    if name in ("refcoco", "refcoco+", "refcocog"):
-        from benchmarks.data.refcoco import RefCOCODataset
+        return ShapesDataset(split, _shapes_config(image_size, options))
+    from benchmarks.data.refcoco import RefCOCODataset
 
-        root = options.pop("root", None) or os.environ.get(DATA_ROOT_ENV)
-        if not root:
-            raise UserError(
-                f"dataset '{name}' needs its data root: set {DATA_ROOT_ENV}=/path/to/refer_data "
-                "(see README, 'RefCOCO data')"
-            )
-        return RefCOCODataset(name, split, root=root, image_size=image_size, **options)
-    raise UserError(f"unknown dataset '{name}'; known datasets: shapes, refcoco, refcoco+, refcocog")
+    root, split_by = _refer_options(name, options)
+    return RefCOCODataset(name, split, root=root, image_size=image_size, split_by=split_by)
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the tensors a step needs; keep per-item evaluation data (original masks, letterboxes) as lists."""
+    import torch  # here, not at import: suites import this package for its names and splits
+
     batch: dict[str, Any] = {key: [item[key] for item in items] for key in items[0]}
     batch["image"] = torch.stack(batch["image"])
     batch["mask"] = torch.stack(batch["mask"])

@@ -23,16 +23,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from benchmarks.data import check_split, refer_split_by
 from benchmarks.data.letterbox import Letterbox
 from benchmarks.errors import UserError
 
-# (dataset, split_by) -> splits; the first split_by listed per dataset is the default.
-SPLITS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("refcoco", "unc"): ("train", "val", "testA", "testB"),
-    ("refcoco+", "unc"): ("train", "val", "testA", "testB"),
-    ("refcocog", "umd"): ("train", "val", "test"),
-    ("refcocog", "google"): ("train", "val"),
-}
 IMAGE_DIRS = ("images/train2014", "images/mscoco/images/train2014")
 _GET_DATA = ("Get the refer annotations (refs(*).p + instances.json) from github.com/lichengunc/refer "
              "into ROOT/<dataset>/, and the COCO train2014 images into ROOT/images/train2014/.")
@@ -46,13 +40,17 @@ class _Expression:
     text: str
 
 
-def default_split_by(name: str) -> str:
-    """The conventional partition: UNC for RefCOCO/RefCOCO+, UMD for RefCOCOg (as ETRIS reports)."""
-    for dataset, split_by in SPLITS:
-        if dataset == name:
-            return split_by
-    names = sorted({d for d, _ in SPLITS})
-    raise UserError(f"unknown RefCOCO-family dataset {name!r}; choose one of {names}")
+def locate_refer_files(name: str, root: Path, split_by: str) -> tuple[Path, Path, Path]:
+    """(refs pickle, instances.json, image folder) of `name` under `root`; a UserError names what is missing."""
+    refs, instances = root / name / f"refs({split_by}).p", root / name / "instances.json"
+    for path in (refs, instances):
+        if not path.is_file():
+            raise UserError(f"missing refer annotation file {path}. {_GET_DATA}")
+    for rel in IMAGE_DIRS:
+        if (root / rel).is_dir():
+            return refs, instances, root / rel
+    tried = ", ".join(str(root / rel) for rel in IMAGE_DIRS)
+    raise UserError(f"no COCO train2014 image folder found (tried {tried}). {_GET_DATA}")
 
 
 class RefCOCODataset(Dataset):
@@ -62,32 +60,16 @@ class RefCOCODataset(Dataset):
 
     def __init__(self, name: str, split: str, root: str | Path, image_size: int,
                  split_by: str | None = None) -> None:
-        split_by = split_by or default_split_by(name)
-        if (name, split_by) not in SPLITS:
-            default_split_by(name)  # an unknown dataset name is the better error
-            valid = [sb for d, sb in SPLITS if d == name]
-            raise UserError(f"{name} has no split_by {split_by!r}; choose one of {valid}")
-        if split not in SPLITS[name, split_by]:
-            raise UserError(f"{name} ({split_by}) has no split {split!r}; "
-                            f"valid splits: {', '.join(SPLITS[name, split_by])}")
+        split_by = refer_split_by(name, split_by)
+        check_split(name, split, {"split_by": split_by})
         if not isinstance(image_size, int) or image_size < 1:
             raise UserError(f"image_size must be a positive integer, got {image_size!r}")
         self.name, self.split, self.split_by, self.image_size = name, split, split_by, image_size
         self.root = Path(root)
-        ann_dir = self.root / name
-        refs_path = ann_dir / f"refs({split_by}).p"
+        refs_path, instances_path, self.image_dir = locate_refer_files(name, self.root, split_by)
         refs = _load_refs(refs_path)
-        instances = _load_json(ann_dir / "instances.json")
-        self.image_dir = self._find_image_dir()
         self._expressions = _expressions(refs, split, refs_path)
-        self._anns, self._images = _index_instances(instances, self._expressions, ann_dir / "instances.json")
-
-    def _find_image_dir(self) -> Path:
-        for rel in IMAGE_DIRS:
-            if (self.root / rel).is_dir():
-                return self.root / rel
-        tried = ", ".join(str(self.root / rel) for rel in IMAGE_DIRS)
-        raise UserError(f"no COCO train2014 image folder found (tried {tried}). {_GET_DATA}")
+        self._anns, self._images = _index_instances(_load_json(instances_path), self._expressions, instances_path)
 
     def __len__(self) -> int:
         return len(self._expressions)
@@ -126,8 +108,6 @@ class RefCOCODataset(Dataset):
 
 
 def _load_refs(path: Path) -> list:
-    if not path.is_file():
-        raise UserError(f"missing refer annotation file {path}. {_GET_DATA}")
     try:
         with path.open("rb") as f:
             # latin1: the published pickles were written by Python 2 and hold byte strings.
@@ -141,8 +121,6 @@ def _load_refs(path: Path) -> list:
 
 
 def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"missing refer annotation file {path}. {_GET_DATA}")
     try:
         with path.open(encoding="utf-8") as f:
             data = json.load(f)

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from benchmarks.data import SHAPES_SPLITS
 from benchmarks.data.letterbox import Letterbox
 from benchmarks.data.shapes_grammar import KINDS, SIZES, Expression, Obj, propose
 from benchmarks.errors import UserError
 
-SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB")
+SPLITS = SHAPES_SPLITS  # declared with the other datasets in benchmarks/data
 PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (0.86, 0.12, 0.12), "green": (0.10, 0.66, 0.20), "blue": (0.15, 0.30, 0.92),
     "yellow": (0.96, 0.86, 0.10), "purple": (0.58, 0.20, 0.76), "orange": (0.98, 0.55, 0.05),

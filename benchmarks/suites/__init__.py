@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,14 +12,14 @@ from typing import Any
 import tomllib
 
 from benchmarks.coerce import coerce
-from benchmarks.errors import UserError
+from benchmarks.data import check_dataset, check_dataset_name, check_split
+from benchmarks.errors import UserError, did_you_mean
 
 SUITE_DIR = Path(__file__).parent
 REPO_ROOT = SUITE_DIR.parent.parent
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
-DATASETS = ("shapes", "refcoco", "refcoco+", "refcocog")
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,49 @@ class Suite:
         if not 0 < self.lr_drop_at <= 1:
             raise bad("lr_drop_at", f"must be in (0, 1], got {self.lr_drop_at}")
         for key, allowed in (("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
-                             ("schedule", SCHEDULES), ("dataset", DATASETS),
-                             ("decoder_scale", ("tiny", "paper"))):
+                             ("schedule", SCHEDULES), ("decoder_scale", ("tiny", "paper"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if not self.eval_splits or not self.seeds:
             raise bad("eval_splits/seeds", "must not be empty")
+        if not isinstance(self.dataset_options, dict):
+            raise bad("dataset_options", f"must be a table of options, got {self.dataset_options!r}")
+        checks = [("dataset", functools.partial(check_dataset_name, self.dataset))]
+        for key in ("train_split", "eval_splits", "lr_search_split"):
+            value = getattr(self, key)
+            checks += [(key, functools.partial(check_split, self.dataset, split, self.dataset_options))
+                       for split in (value if isinstance(value, tuple) else (value,))]
+        for key, check in checks:
+            try:
+                check()
+            except UserError as exc:
+                raise UserError(f"suite '{self.name}': {key}: {exc}") from None
+        if self.lr_search_split not in self.eval_splits:
+            raise bad("lr_search_split", f"{self.lr_search_split!r} must be one of eval_splits "
+                      f"({', '.join(self.eval_splits)}): the learning-rate search scores runs on it")
+
+    def check(self) -> None:
+        """Refuse, before any work, what only the dataset, open_clip or the disk can tell is wrong.
+
+        Not in __post_init__: it imports open_clip and looks at files, and a suite is often built only to be
+        read (records, reports, tests).
+        """
+        import open_clip
+
+        from methods.backbone import check_arch
+
+        check_dataset(self.dataset, self.image_size, self.dataset_options)
+        check_arch(self.backbone)
+        source = self.pretrained_source()
+        if source is None or Path(source).is_file():
+            return
+        if "/" in source or "." in source:  # open_clip tags have neither
+            raise UserError(f"suite '{self.name}': pretrained weights file not found: {source}")
+        tags = open_clip.list_pretrained_tags_by_model(self.backbone)
+        if source not in tags:
+            known = f"its tags: {', '.join(tags)}" if tags else "it has none, give a weights file path"
+            raise UserError(f"suite '{self.name}': pretrained {source!r} is neither a weights file nor an open_clip "
+                            f"tag of {self.backbone}{did_you_mean(source, tags)}; {known}")
 
     def pretrained_source(self) -> str | None:
         """The pretrained tag, or the weights path with repo-relative paths made absolute.
@@ -109,8 +147,21 @@ class Suite:
         for key, value in overrides.items():
             if key not in known or key == "name":
                 raise UserError(f"unknown suite key '{key}'; known keys: {', '.join(sorted(known))}")
+            if isinstance(getattr(self, key), dict) and isinstance(value, str):
+                value = _inline_table(key, value)
             changes[key] = coerce(value, getattr(self, key), key, optional="None" in str(known[key].type))
         return dataclasses.replace(self, **changes)
+
+
+def _inline_table(key: str, text: str) -> dict[str, Any]:
+    """A TOML inline table from the command line: --budget 'dataset_options={min_objects = 3}'."""
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise UserError(f"{key}={text!r}: expected a TOML inline table such as {{min_objects = 3}}")
+    return value
 
 
 def list_suites() -> list[str]:

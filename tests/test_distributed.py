@@ -1,0 +1,221 @@
+"""Data-parallel runs (torchrun): two CPU processes on gloo train, evaluate and record as one process does.
+
+Two processes are started once for the module (torch.multiprocessing, env:// rendezvous on a free port, the
+way torchrun sets it up); each does the work below and reports in JSON, and the tests compare that with the
+same work done here in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import benchmarks.train as train
+from benchmarks import distributed
+from benchmarks.checkpoint import Checkpointer
+from benchmarks.data import build_dataset
+from benchmarks.errors import UserError
+from benchmarks.evaluate import eval_subset, evaluate
+from benchmarks.store import ResultStore, RunSpec, read_record
+from benchmarks.suites import load_suite
+from methods import decoder, get_method
+
+CPU = torch.device("cpu")
+WORLD = 2
+EVAL_ITEMS = 7  # odd: the two shards differ in size, and neither matches a single-process batch
+TIMING = ("eval_seconds", "images_per_second")
+# Two processes compute the same sums in another order (DDP averages two half-batch gradients, convolutions
+# run on half batches), so the numbers agree up to float rounding. Measured over the three smoke steps: losses
+# within 6e-7 relative, metrics identical. Real faults measured the same way move the losses by 2e-2 to 4e-1
+# relative and mIoU / oIoU by 0.7 / 4.1 points: BatchNorm on each process's half batch, both processes on the
+# same half, gradients not averaged. The bounds sit far from both: 1e-4 on losses (float rounding on other
+# CPUs), 0.05 points on metrics (a thresholded pixel may flip where a probability sits on the threshold).
+LOSS_RTOL = 1e-4
+METRIC_ATOL = 0.05
+
+
+@pytest.fixture(autouse=True)
+def no_dropout(monkeypatch):
+    """The decoder's dropout draws masks per process, so two processes cannot reproduce one process's masks;
+    without it the two runs compute the same function and can be compared closely."""
+    monkeypatch.setitem(decoder._SIZES["tiny"], "dropout", 0.0)
+
+
+def lora_spec(**budget) -> RunSpec:
+    suite = load_suite("smoke").replace({"pretrained": None, **budget})
+    return RunSpec(suite, "lora", get_method("lora").make_config(), lr=suite.lr, seed=0)
+
+
+def untrained_evaluation() -> dict:
+    spec = lora_spec()
+    train.seed_everything(1)
+    model = train.build_model(spec.suite, spec.method, spec.method_config)
+    dataset = eval_subset(build_dataset("shapes", "val", spec.suite.image_size), EVAL_ITEMS)
+    result = evaluate(model, dataset, batch_size=spec.suite.batch_size, threshold=spec.suite.threshold, device=CPU)
+    return {k: v for k, v in result.items() if k not in TIMING}
+
+
+def worker(rank: int, port: int, out: Path) -> None:
+    """One of the two processes: a full run, a run that diverges on rank 1 only, a run stopped after two steps
+    and resumed, an evaluation of fixed weights."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    decoder._SIZES["tiny"]["dropout"] = 0.0  # as the no_dropout fixture does in the test process
+    dist.init_process_group("gloo")  # one group for every run: train.run joins it rather than making its own
+    try:
+        report = {"run": train.run(lora_spec(), ResultStore(out / "run"), device=CPU, progress=False)}
+        real_loss, calls = train.segmentation_loss, itertools.count(1)
+
+        def poisoned(logits, mask):  # rank 1 alone sees a NaN loss, from the second step on
+            loss = real_loss(logits, mask)
+            return loss * math.nan if rank == 1 and next(calls) >= 2 else loss
+
+        train.segmentation_loss = poisoned
+        report["diverged"] = train.run(lora_spec(), ResultStore(out / "diverged"), device=CPU, progress=False)
+        train.segmentation_loss = real_loss
+
+        checkpoints = Checkpointer(out / "checkpoints", lora_spec().config_hash, code_version="test")
+        real_step, steps = train.training_step, itertools.count(1)
+
+        def stopped(*args):  # both processes are interrupted before their third step, as torchrun signals them
+            if next(steps) == 3:
+                raise KeyboardInterrupt
+            return real_step(*args)
+
+        train.training_step = stopped
+        with contextlib.suppress(KeyboardInterrupt):
+            train.run(lora_spec(), ResultStore(out / "resumed"), device=CPU, progress=False, checkpoints=checkpoints)
+        train.training_step = real_step
+        dist.barrier()  # rank 0's checkpoint is on disk before either process starts again
+        report["resumed"] = train.run(lora_spec(), ResultStore(out / "resumed"), device=CPU, progress=False,
+                                      checkpoints=checkpoints)
+        report["evaluation"] = untrained_evaluation()
+    finally:
+        dist.destroy_process_group()
+    (out / f"rank{rank}.json").write_text(json.dumps(report))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("ddp")
+    context = mp.start_processes(worker, args=(free_port(), out), nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two processes did not finish within 240 s")
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    return out, reports
+
+
+def losses(record: dict) -> list[tuple[int, float]]:
+    return [(c["step"], c["loss"]) for c in record["train_info"]["curve"]]
+
+
+def metrics(record: dict) -> dict:
+    """Per-split metrics without the wall-clock fields."""
+    return {split: {k: v for k, v in m.items() if k not in TIMING} for split, m in record["results"].items()}
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, two_processes):
+    _, reports = two_processes
+    reference = train.run(lora_spec(), ResultStore(tmp_path), device=CPU, progress=False)
+    assert reference["meta_info"]["world_size"] == 1 and not dist.is_initialized()
+    ranks = [r["run"] for r in reports]
+    assert ranks[0]["run_info"]["status"] == ranks[1]["run_info"]["status"] == "ok"
+    assert losses(ranks[0]) == losses(ranks[1])  # the logged loss is the mean over processes, the same on each
+    assert [s for s, _ in losses(ranks[0])] == [s for s, _ in losses(reference)] == [1, 2, 3]
+    for (_, two), (_, one) in zip(losses(ranks[0]), losses(reference), strict=True):
+        assert two == pytest.approx(one, rel=LOSS_RTOL)
+    two, one = ranks[0]["results"]["val"], reference["results"]["val"]
+    assert two["n"] == one["n"] == lora_spec().suite.eval_limit
+    for key in ("mIoU", "oIoU", "prec@0.5", "prec@0.9"):
+        assert two[key] == pytest.approx(one[key], abs=METRIC_ATOL)
+    assert ranks[0]["baselines"] == reference["baselines"]
+    assert ranks[0]["train_info"]["images_seen"] == reference["train_info"]["images_seen"] == 3 * 4
+
+
+def test_only_rank_zero_writes_the_record(two_processes):
+    out, reports = two_processes
+    files = list((out / "run").rglob("*.json"))
+    assert len(files) == 1
+    record = read_record(files[0])
+    assert record == reports[0]["run"]
+    assert record["meta_info"]["world_size"] == WORLD
+
+
+def test_a_nan_on_one_process_stops_every_process_as_diverged(two_processes):
+    out, reports = two_processes
+    for report in reports:
+        info = report["diverged"]["run_info"]
+        assert info["status"] == "diverged" and "nan" in info["error"]
+        assert report["diverged"]["train_info"]["steps_done"] == 1  # the first step went through on both
+    assert len(list((out / "diverged").rglob("*.json"))) == 1
+
+
+def test_an_interrupted_run_resumes_on_every_process_to_the_same_result(two_processes):
+    out, reports = two_processes
+    for report in reports:
+        resumed, uninterrupted = report["resumed"], report["run"]
+        assert resumed["run_info"]["status"] == "ok"
+        assert losses(resumed) == losses(uninterrupted)
+        assert metrics(resumed) == metrics(uninterrupted)
+    assert not list((out / "checkpoints").rglob("*.safetensors"))  # cleared once the record was written
+
+
+def test_sharded_evaluation_equals_one_process_on_the_same_weights(two_processes):
+    _, reports = two_processes
+    single = untrained_evaluation()
+    assert single["n"] == EVAL_ITEMS
+    for report in reports:
+        assert report["evaluation"] == single
+
+
+def test_a_global_batch_that_does_not_split_is_refused(tmp_path, monkeypatch):
+    assert distributed.local_batch_size(8, 2) == 4
+    with pytest.raises(UserError, match="batch_size 5 .* 2 processes"):
+        distributed.local_batch_size(5, 2)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    store = ResultStore(tmp_path)
+    with pytest.raises(UserError, match="global batch"):
+        train.run(lora_spec(batch_size=5), store, device=CPU, progress=False)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_the_parts_of_each_batch_are_the_single_process_batch():
+    size, batch, seed = 10, 4, 3  # two batches per epoch: steps 0..5 cross two epoch boundaries
+    for start in (0, 3):  # a resumed sampler starts mid-epoch
+        whole = list(train.StepBatches(size, batch, seed, start, 6))
+        parts = [list(train.StepBatches(size, batch, seed, start, 6, rank, 2)) for rank in range(2)]
+        assert [a + b for a, b in zip(*parts, strict=True)] == whole
+        assert all(len(p) == 2 for rank in parts for p in rank)
+
+
+def test_outside_a_process_group_the_main_process_is_torchruns_rank_zero(monkeypatch):
+    """What the CLI asks after the run, when the group is gone: only rank 0 prints the summary."""
+    assert not dist.is_initialized() and distributed.world_size() == 1 and distributed.shard(5) == range(5)
+    monkeypatch.delenv("RANK", raising=False)
+    assert distributed.is_main()
+    monkeypatch.setenv("RANK", "1")
+    assert not distributed.is_main()
+    monkeypatch.setenv("RANK", "0")
+    assert distributed.is_main()
