@@ -151,3 +151,14 @@ def test_pick_lr_takes_the_best_score_ties_to_the_smaller_rate_and_falls_back():
     assert pick_lr({1e-3: 30.0, 3e-3: 31.0}, default=1e-3) == 3e-3
     assert pick_lr({1e-3: 30.0, 3e-3: 30.0}, default=3e-3) == 1e-3
     assert pick_lr({1e-3: None, 3e-3: None}, default=3e-3) == 3e-3
+
+
+def test_profile_document_adds_side_by_side_speed_and_is_not_taken_for_a_record(results, tmp_path, capsys):
+    rows = [{"method": m, "backbone": SUITE.backbone, "image_size": SUITE.image_size, "batch_size": SUITE.batch_size,
+             "device": "cpu", "throughput": {"train_images_per_s": ips, "infer_images_per_s": 10 * ips}}
+            for m, ips in (("frozen", 50.0), ("full", 20.0))]
+    atomic_write_text(results / "profile" / "fixture.json", json.dumps({"suite": "fixture", "rows": rows}))
+    assert main(["report", "--results", str(results), "--out", str(tmp_path / "reports")]) == 0
+    assert "skipping" not in capsys.readouterr().err
+    cost = rows_of((tmp_path / "reports" / "fixture" / "leaderboard.md").read_text(), "Cost")
+    assert cost["frozen"][-2:] == ["**50**", "**500**"] and cost["full"][-2:] == ["20", "200"]

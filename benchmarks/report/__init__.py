@@ -72,7 +72,7 @@ def build(results: Path) -> dict[Path, str | bytes]:
     for suite in suites:
         runs = frame[frame["suite"] == suite]
         settings = leaderboard.suite_settings(runs, records)
-        text, figures = leaderboard.page(suite, runs, settings)
+        text, figures = leaderboard.page(suite, runs, settings, profiles)
         files[Path(suite) / "leaderboard.md"] = text
         files.update({Path(suite) / name: png for name, png in figures.items()})
         splits = list(settings["eval_splits"])

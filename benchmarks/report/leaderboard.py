@@ -68,7 +68,22 @@ def _budget_line(suite: dict[str, Any]) -> str:
             f"from {{{grid}}} by {suite['lr_search_split']} mIoU of seed {suite['seeds'][0]}; seeds {seeds}.")
 
 
-def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
+def profiled(profiles: list[dict[str, Any]], suite: dict[str, Any]) -> pd.DataFrame:
+    """Side-by-side measurements from a `profile` document of this suite at its image and batch size:
+    every method timed in one process, interleaved, so their ratios survive a noisy machine (the sweep's own
+    wall times do not when other work shares the cores)."""
+    rows = [{"method": row["method"], "profiled_train_ips": (row.get("throughput") or {}).get("train_images_per_s"),
+             "profiled_infer_ips": (row.get("throughput") or {}).get("infer_images_per_s"),
+             "profiled_train_mb": (row.get("memory") or {}).get("train_peak_mb"),
+             "profiled_device": row.get("device")}
+            for document in profiles if document.get("suite") == suite["name"] for row in document["rows"]
+            if row.get("image_size") == suite["image_size"] and row.get("batch_size") == suite["batch_size"]
+            and row.get("throughput")]
+    return pd.DataFrame(rows).drop_duplicates("method", keep="last") if rows else pd.DataFrame()
+
+
+def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
+         profiles: list[dict[str, Any]] = ()) -> tuple[str, dict[str, bytes]]:
     """The markdown page and its figures (file name -> PNG bytes) for one suite."""
     runs = leaderboard_runs(current_budget(runs_all))
     splits = splits_of(runs)
@@ -109,8 +124,18 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any]) -> tupl
             Column("images_per_second", "train images / s", digits=0, best="max", with_std=True)]
     memory_kind = "process peak RSS on CPU" if "cpu" in " ".join(runs["device"]) else "peak allocated on the GPU"
     lines += ["## Cost", "", f"Memory is the {memory_kind}; FLOPs are 2 x multiply-adds (fvcore with the "
-              "handles it lacks); `added / CLIP` is the paper's ratio (new parameters over the whole CLIP).", "",
-              table(rows, cost)]
+              "handles it lacks); `added / CLIP` is the paper's ratio (new parameters over the whole CLIP). Train "
+              "time and images/s are each run's own wall clock: comparable only when nothing else shared the "
+              "machine.", ""]
+    side_by_side = profiled(list(profiles), suite)
+    if len(side_by_side):
+        rows = rows.merge(side_by_side, on="method", how="left")
+        cost += [Column("profiled_train_ips", "profiled train images / s", digits=0, best="max"),
+                 Column("profiled_infer_ips", "profiled inference images / s", digits=0, best="max")]
+        lines += [f"`profiled` columns: `nox -s profile -- --suite {suite_name}` timed every method side by side "
+                  f"in one process at batch {suite['batch_size']} on "
+                  f"{side_by_side['profiled_device'].iloc[0]} (median of repeated rounds).", ""]
+    lines += [table(rows, cost)]
 
     failed = runs[runs["status"] != "ok"].sort_values(["method", "variant", "seed"])
     if len(failed):
