@@ -26,6 +26,7 @@ from tqdm import tqdm
 from benchmarks import distributed, environment
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
+from benchmarks.errors import UserError
 from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
 from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
 from benchmarks.suites import Suite
@@ -249,6 +250,8 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
             status, error = "interrupted", f"interrupted at step {steps_done}"
             if main and checkpoints and model is not None and optimizer is not None and steps_done:
                 checkpoints.save(steps_done, model, optimizer, scheduler, progress_state())
+        except UserError:  # bad input (a corrupt file, an unreadable image): not a result; the CLI says so, exit 2
+            raise
         except Exception as exc:  # recorded, never lost: a sweep goes on past a failed run
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             traceback.print_exc()

@@ -42,12 +42,15 @@ from benchmarks.cli import main
     (["bench", "--method", "lora", "--suite", "smoke", "--budget", "backbone=RN50", "--budget", "pretrained=opena",
       "--allow-budget-override"], "pretrained 'opena' is neither a weights file nor an open_clip tag of RN50 "
                                   "(did you mean openai?)"),
+    (["bench", "--method", "frozen", "--suite", "smoke", "--budget", "pretrained={tmp}/corrupt.safetensors",
+      "--allow-budget-override"], "cannot read pretrained weights file"),  # found only when the run loads it
     (["bench", "--method", "lora", "--suite", "smoke", "--set", "rank=0"], "rank must be >= 1, got 0"),
     (["bench", "--method", "lora", "--suite", "smoke", "--set", "rank=four"], "expected an int"),
     (["bench", "--method", "lora", "--suite", "smoke", "--set", "dropout=nan"], "dropout must be in [0, 1)"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.delenv("RISBENCH_DATA", raising=False)
+    (tmp_path / "corrupt.safetensors").write_bytes(b"not a safetensors file")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     out = tmp_path / ("reports" if argv[0] == "report" else "results")
     if argv[0] in ("bench", "sweep"):
