@@ -121,3 +121,19 @@ def test_concurrent_shards_write_every_record_once_and_leave_nothing_to_redo(tmp
     assert sorted(p for p in out.rglob("*") if p.is_file()) == sorted(expected)
     assert sweep() == {"skipped": 8, "ok": 0, "not ok": 0, "waiting": 0}  # 4 search runs + 4 in phase 2
     assert not [p for p in (tmp_path / "ckpt").rglob("*") if p.is_file()]  # checkpoints go once recorded
+
+
+def test_an_ablation_point_runs_one_method_with_its_option_under_its_own_search(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    one_seed = SUITE.replace({"steps": 2, "eval_limit": 2, "seeds": (0,), "lr_grid": (1e-3,)})
+    counts = run_sweep(one_seed, methods=["lora"], store=store, device=torch.device("cpu"),
+                       checkpoint_root=tmp_path / "ckpt", options={"rank": "2"})
+    assert counts["ok"] == 1
+    (path,) = (tmp_path / "results").rglob("*.json")
+    assert read_record(path)["run_info"]["method_config"]["rank"] == 2
+    default = run_sweep(one_seed, methods=["lora"], store=store, device=torch.device("cpu"),
+                        checkpoint_root=tmp_path / "ckpt", dry_run=True)
+    assert default["skipped"] == 0  # the default config is a different run, not the ablation point
+    with pytest.raises(UserError, match="exactly one --method"):
+        run_sweep(one_seed, methods=METHODS, store=store, device=torch.device("cpu"),
+                  checkpoint_root=tmp_path / "ckpt", options={"rank": "2"})
