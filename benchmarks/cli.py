@@ -45,9 +45,9 @@ def resolve_suite(args: argparse.Namespace):
         if not args.allow_budget_override:
             raise UserError(f"--budget changes suite '{suite.name}' ({', '.join(budget)}); "
                             "add --allow-budget-override to run off-budget (recorded as such)")
-        suite = suite.replace(budget)
-    suite.check()
-    return suite, bool(budget)
+    changed = suite.replace(budget) if budget else suite
+    changed.check()
+    return changed, changed != suite  # restating a suite's own value is not off-budget
 
 
 def resolve_spec(args: argparse.Namespace):

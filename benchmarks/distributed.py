@@ -42,7 +42,9 @@ def rank() -> int:
 def is_main() -> bool:
     """The process that writes records and checkpoints and talks to the user: rank 0, also (by torchrun's
     RANK) before the process group is up and after it is gone."""
-    return rank() == 0 if active() else os.environ.get("RANK", "0") == "0"
+    if active():
+        return rank() == 0
+    return not launched() or os.environ["RANK"] == "0"  # a lone RANK (some job schedulers set it) is not torchrun
 
 
 @contextmanager

@@ -21,6 +21,9 @@ from benchmarks.suites import Suite
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "failed", "interrupted")
+# Outcomes of the budget itself: re-running would only replace them by chance (a lucky retry on a GPU), so a
+# sweep keeps them; a failed (exception) or interrupted run is retried.
+FINAL_STATUSES = ("ok", "diverged", "oom")
 DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
 PROFILE_DIR = "profile"  # results/profile/ holds `profile` documents, not run records
 _UMASK = os.umask(0)
@@ -72,9 +75,9 @@ class ResultStore:
             return None
 
     def is_finished(self, spec: RunSpec) -> bool:
-        """A successful record for this (config hash, seed) exists; re-running it is skipped."""
+        """A final record (ok, diverged, oom) for this (config hash, seed) exists; re-running it is skipped."""
         record = self.load(spec)
-        return bool(record and record["run_info"]["status"] == "ok"
+        return bool(record and record["run_info"]["status"] in FINAL_STATUSES
                     and record["run_info"]["config_hash"] == spec.config_hash)
 
     def write(self, spec: RunSpec, record: dict[str, Any]) -> Path:

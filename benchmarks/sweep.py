@@ -1,7 +1,7 @@
 """Sweeps: every method x seeds under one suite's budget, with the same learning-rate search for all.
 
-Phase 1 runs each method at every rate of the suite's `lr_grid` with the first seed; the rate with the
-best mean mIoU on `lr_search_split` is that method's rate (recomputed from the records, so reports stay
+Phase 1 runs each method at every rate of the suite's `lr_grid` with the first seed; the rate whose run
+has the best mIoU on `lr_search_split` is that method's rate (recomputed from the records, so reports stay
 a pure function of results/). Phase 2 runs the remaining seeds at that rate. Finished runs are skipped
 (resumable); `--shard i/n` gives shard i every n-th job of a phase so processes or a Slurm array can split
 a sweep without ever writing the same record. A method whose phase 1 is not complete yet (another shard

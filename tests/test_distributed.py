@@ -213,9 +213,13 @@ def test_the_parts_of_each_batch_are_the_single_process_batch():
 def test_outside_a_process_group_the_main_process_is_torchruns_rank_zero(monkeypatch):
     """What the CLI asks after the run, when the group is gone: only rank 0 prints the summary."""
     assert not dist.is_initialized() and distributed.world_size() == 1 and distributed.shard(5) == range(5)
-    monkeypatch.delenv("RANK", raising=False)
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
     assert distributed.is_main()
     monkeypatch.setenv("RANK", "1")
+    assert distributed.is_main()  # a lone RANK from some scheduler: not torchrun, still the only process
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     assert not distributed.is_main()
     monkeypatch.setenv("RANK", "0")
     assert distributed.is_main()

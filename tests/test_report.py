@@ -92,8 +92,8 @@ def test_leaderboard_averages_the_chosen_rate_and_counts_every_status(results):
     runs, lr, val_miou = accuracy["full"][:3]
     assert runs == "2 ok, 1 diverged" and float(lr) == 1e-3
     assert val_miou == f"**42.00 ± {math.sqrt(8):.2f}**"  # seeds 0, 1 at 1e-3; the 3e-3 search run and 99 left out
-    assert accuracy["frozen"][:3] == ["3 ok", "0.0030", "26.00 ± 1.00"]
-    assert accuracy["lora"][0] == "1 failed" and accuracy["lora"][2] == "–"
+    assert accuracy["frozen"][:3] == ["3 ok", "0.003", "26.00 ± 1.00"]
+    assert accuracy["lora"][0] == "1 failed (lr search incomplete)" and accuracy["lora"][2] == "–"
     assert accuracy["*baseline: largest object (ignores the text)*"][2] == "20.00"  # baselines never bold
     cost = rows_of(page, "Cost")
     assert cost["frozen"][0] == "**1,000**" and cost["full"][0] == "90,000"
@@ -106,8 +106,8 @@ def test_leaderboard_averages_the_chosen_rate_and_counts_every_status(results):
 def test_ablation_page_tables_a_swept_knob_and_says_not_run_for_the_rest(results):
     page = build(results)[Path("fixture/ablations.md")]
     rank = rows_of(page, "lora: LoRA rank")
-    assert rank["4"][0] == "1 ok" and rank["4"][2].startswith("**35.00")
-    assert rank["8 (default)"][0] == "1 failed"
+    assert rank["4"][0] == "1 ok (lr search incomplete)" and rank["4"][2].startswith("**35.00")
+    assert rank["8 (default)"][0] == "1 failed (lr search incomplete)"
     assert "--method bridger --set width=$v" in page.split("## bridger: Bridger width", 1)[1]
 
 
@@ -162,3 +162,30 @@ def test_profile_document_adds_side_by_side_speed_and_is_not_taken_for_a_record(
     assert "skipping" not in capsys.readouterr().err
     cost = rows_of((tmp_path / "reports" / "fixture" / "leaderboard.md").read_text(), "Cost")
     assert cost["frozen"][-2:] == ["**50**", "**500**"] and cost["full"][-2:] == ["20", "200"]
+
+
+def test_each_suite_page_shows_only_its_own_splits_and_unusable_records_are_skipped(results, capsys):
+    other = dataclasses.replace(SUITE, name="other", eval_splits=("testB",), lr_search_split="testB")
+    write(results, make_record("frozen", seed=0, lr=1e-3, miou=10.0, suite=other), "a")
+    broken = make_record("frozen", seed=1, lr=1e-3, miou=10.0, suite=other)
+    del broken["run_info"]["config"]["suite"]["seeds"]
+    write(results, broken, "b")
+    with pytest.warns(UserWarning, match=r"skipping .*b-seed1\.json: run record lacks KeyError 'seeds'"):
+        files = build(results)
+    assert "testB" not in files[Path("fixture/leaderboard.md")]
+    other_page = files[Path("other/leaderboard.md")]
+    assert "testB mIoU" in other_page and "val mIoU" not in other_page and "1 ok (lr search incomplete)" in other_page
+
+
+def test_regenerating_removes_what_the_results_no_longer_give_and_nothing_else(results, tmp_path):
+    other = dataclasses.replace(SUITE, name="other")
+    write(results, make_record("frozen", seed=0, lr=1e-3, miou=10.0, suite=other), "a")
+    out = tmp_path / "reports"
+    write_report(results, out)
+    (out / "notes.md").write_text("mine")
+    assert (out / "other" / "leaderboard.md").exists()
+    for path in (results / "other").rglob("*.json"):
+        path.unlink()
+    write_report(results, out)
+    assert not (out / "other" / "leaderboard.md").exists() and (out / "fixture" / "leaderboard.md").exists()
+    assert (out / "notes.md").read_text() == "mine"

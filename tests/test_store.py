@@ -24,16 +24,15 @@ def test_config_hash_is_stable_and_covers_the_method_config_but_not_the_seed():
     assert make_spec(train_batchnorm_stats=False).config_hash != make_spec().config_hash
 
 
-def test_finished_run_is_recognised_only_when_ok(tmp_path):
+@pytest.mark.parametrize("status,final", [("ok", True), ("diverged", True), ("oom", True), ("failed", False),
+                                          ("interrupted", False)])
+def test_a_run_is_finished_when_its_outcome_is_final_so_sweeps_never_reroll_it(tmp_path, status, final):
     store, spec = ResultStore(tmp_path), make_spec()
     assert not store.is_finished(spec)
-    record = minimal_record("diverged")
+    record = minimal_record(status)
     record["run_info"]["config_hash"] = spec.config_hash
     store.write(spec, record)
-    assert not store.is_finished(spec)
-    record["run_info"]["status"] = "ok"
-    store.write(spec, record)
-    assert store.is_finished(spec)
+    assert store.is_finished(spec) == final
     assert store.path_for(spec).parent == tmp_path / "smoke" / "full"
 
 

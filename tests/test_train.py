@@ -57,7 +57,7 @@ def test_nan_loss_ends_as_diverged_with_its_record(tmp_path, monkeypatch):
     assert record["run_info"]["status"] == "diverged" and "nan" in record["run_info"]["error"]
     assert record["train_info"]["steps_done"] == 0 and record["results"] == {}
     assert read_record(store.path_for(spec))["run_info"]["status"] == "diverged"
-    assert not store.is_finished(spec)
+    assert store.is_finished(spec)  # a divergence is the budget's outcome: a sweep does not re-roll it
 
 
 @pytest.mark.parametrize("schedule,expected", [("step", [1.0, 1.0, 0.1, 0.1]), ("constant", [1.0] * 4)])

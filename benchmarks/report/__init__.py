@@ -32,7 +32,7 @@ def load_profiles(results: Path) -> list[dict[str, Any]]:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             warnings.warn(f"skipping {path}: not a profile document ({exc.__class__.__name__})", stacklevel=2)
             continue
-        documents.append(document)
+        documents.append({**document, "source": path.stem})
     return documents
 
 
@@ -45,13 +45,14 @@ def scaling_page(profiles: list[dict[str, Any]]) -> tuple[str, dict[str, bytes]]
         rows = pd.json_normalize(document["rows"])
         if rows["image_size"].nunique() < 2:
             continue
-        name = f"scaling_{document['suite']}_{rows['backbone'].iloc[0]}.png"
+        name = f"scaling_{document['source']}.png"
         panels = [("gflops_per_image", "inference GFLOPs per image"),
                   ("train_gflops_per_image", "training GFLOPs per image")]
         if "memory.train_peak_mb" in rows:
             panels.append(("memory.train_peak_mb", "peak training memory (MB)"))
         figures[name] = plots.scaling_curves(rows, "image_size", "input size (px)", panels)
-        lines += [f"## {document['suite']} ({rows['backbone'].iloc[0]})", "", f"![{name}]({name})", ""]
+        lines += [f"## {document['suite']} ({rows['backbone'].iloc[0]}; results/profile/{document['source']}.json)", "",
+                  f"![{name}]({name})", ""]
     if not figures:
         lines += ["not run: `nox -s profile -- --suite paper-vitb16 --sweep-image-size 224,320,416 --flops-only "
                   "--out results/profile/paper-vitb16-sizes.json` gives the curves.", ""]
@@ -89,14 +90,18 @@ def build(results: Path) -> dict[Path, str | bytes]:
     return files
 
 
+MANIFEST = ".report-files"  # what the last report wrote, so files it no longer produces can be removed
+
+
 def write_report(results: Path, out: Path) -> list[Path]:
-    """Build everything, then write each file atomically; returns the written paths."""
+    """Build everything, then write each file atomically and remove the files of the previous report that
+    this one no longer produces (a removed suite's pages, a figure without data): `out` then holds exactly
+    what these results give. Files the report did not write are never touched. Returns the written paths."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         files = build(results)
     for warning in caught:
-        if "skipping" in str(warning.message):
-            print(f"warning: {warning.message}", file=sys.stderr)
+        print(f"warning: {warning.message}", file=sys.stderr)
     written = []
     for relative, content in sorted(files.items()):
         path = out / relative
@@ -105,4 +110,11 @@ def write_report(results: Path, out: Path) -> list[Path]:
         else:
             atomic_write_text(path, content.rstrip("\n") + "\n")
         written.append(path)
+    manifest = out / MANIFEST
+    previous = manifest.read_text().splitlines() if manifest.is_file() else []
+    for stale in sorted(set(previous) - {str(r) for r in files}):
+        target = (out / stale).resolve()
+        if out.resolve() in target.parents:  # a hand-edited manifest cannot reach outside `out`
+            target.unlink(missing_ok=True)
+    atomic_write_text(manifest, "".join(f"{r}\n" for r in sorted(str(r) for r in files)))
     return written

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from benchmarks.report.markdown import Column, table
-from benchmarks.report.runs import aggregate, current_budget, default_config, leaderboard_runs
+from benchmarks.report.runs import aggregate, current_budget, default_config, leaderboard_runs, plain
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,17 @@ KNOBS = (
 def knob_runs(runs: pd.DataFrame, knob: Knob) -> pd.DataFrame:
     """The method's default runs plus the runs whose only change from the default is this knob."""
     mine = runs[runs["method"] == knob.method]
-    keep = mine["variant"].eq("default") | mine["variant"].str.fullmatch(rf"{knob.key}=[^,]*")
+    keep = mine["variant"].eq("default") | mine["variant"].str.fullmatch(rf"{knob.key}=(?:(?!, ).)*")
     return mine[keep]
 
 
 def knob_table(runs: pd.DataFrame, knob: Knob, splits: list[str]) -> str:
     agg = aggregate(runs, [*(f"{s}/mIoU" for s in splits), "trainable", "ratio_trainable"])
-    default = (default_config(knob.method) or {}).get(knob.key)
+    default = plain((default_config(knob.method) or {}).get(knob.key))
     agg["value"] = [f"{default} (default)" if v == "default" else v.split("=", 1)[1] for v in agg["variant"]]
-    agg = agg.sort_values("trainable").reset_index(drop=True)
-    columns = [Column("value", knob.key, left=True), Column("runs", "runs", left=True), Column("lr", "lr", digits=4),
+    agg = agg.sort_values(["trainable", "value"], kind="stable").reset_index(drop=True)
+    columns = [Column("value", knob.key, left=True), Column("runs", "runs", left=True),
+               Column("lr", "lr", general=True),
                *(Column(f"{s}/mIoU", f"{s} mIoU", best="max", with_std=True) for s in splits),
                Column("trainable", "trainable params", digits=0, thousands=True),
                Column("ratio_trainable", "trainable / total (%)", scale=100)]

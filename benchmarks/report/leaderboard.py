@@ -16,14 +16,9 @@ PRECISIONS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
 BASELINE_TITLES = {"largest_object": "largest object (ignores the text)", "predict_all": "whole image"}
 
 
-def splits_of(runs: pd.DataFrame) -> list[str]:
-    """Evaluation splits in the order the records list them."""
-    seen: list[str] = []
-    for column in runs.columns:
-        split, _, metric = column.partition("/")
-        if metric == "mIoU" and split not in seen:
-            seen.append(split)
-    return seen
+def splits_of(runs: pd.DataFrame, suite: dict[str, Any]) -> list[str]:
+    """The suite's evaluation splits, in its order, that some record has results for."""
+    return [s for s in suite["eval_splits"] if f"{s}/mIoU" in runs and runs[f"{s}/mIoU"].notna().any()]
 
 
 def kinds_of(runs: pd.DataFrame, split: str) -> list[str]:
@@ -31,9 +26,8 @@ def kinds_of(runs: pd.DataFrame, split: str) -> list[str]:
     return sorted(c[len(prefix):] for c in runs.columns if c.startswith(prefix))
 
 
-def board(runs: pd.DataFrame) -> pd.DataFrame:
+def board(runs: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
     """Aggregated default-config rows, best search-split mIoU first; rows without an ok run last."""
-    splits = splits_of(runs)
     kinds = {s: kinds_of(runs, s) for s in splits}
     columns = [f"{s}/{m}" for s in splits for m in SPLIT_METRICS]
     columns += [f"{s}/kind/{k}" for s in splits for k in kinds[s]] + list(COST_COLUMNS)
@@ -41,6 +35,8 @@ def board(runs: pd.DataFrame) -> pd.DataFrame:
     if agg.empty:
         return agg
     key = f"{runs['search_split'].iloc[0]}/mIoU"
+    if key not in agg:  # no run has finished ok yet
+        return agg.sort_values("method").reset_index(drop=True)
     return agg.sort_values([key, "method"], ascending=[False, True], na_position="last").reset_index(drop=True)
 
 
@@ -85,9 +81,11 @@ def profiled(profiles: list[dict[str, Any]], suite: dict[str, Any]) -> pd.DataFr
 def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
          profiles: list[dict[str, Any]] = ()) -> tuple[str, dict[str, bytes]]:
     """The markdown page and its figures (file name -> PNG bytes) for one suite."""
+    # only this suite's metric columns: another suite's splits or kinds must not show up as empty columns
+    runs_all = runs_all.drop(columns=[c for c in runs_all if "/" in c and runs_all[c].isna().all()])
     runs = leaderboard_runs(current_budget(runs_all))
-    splits = splits_of(runs)
-    rows = board(runs)
+    splits = splits_of(runs, suite)
+    rows = board(runs, splits)
     search = suite["lr_search_split"]
     lines = [f"# Leaderboard: `{suite_name}`", "", suite.get("description", ""), "",
              f"Budget: {_budget_line(suite)}", ""]
@@ -100,7 +98,8 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         lines += ["No run records for this suite yet.", ""]
         return "\n".join(lines), figures
 
-    accuracy = [Column("method", "method", left=True), Column("runs", "runs", left=True), Column("lr", "lr", digits=4)]
+    accuracy = [Column("method", "method", left=True), Column("runs", "runs", left=True),
+                Column("lr", "lr", general=True)]
     for split in splits:
         accuracy += [Column(f"{split}/mIoU", f"{split} mIoU", best="max", with_std=True),
                      Column(f"{split}/oIoU", f"{split} oIoU", best="max", with_std=True)]
@@ -122,8 +121,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
             Column("peak_memory_train_mb", "peak train memory (MB)", digits=0, best="min", with_std=True),
             Column("train_seconds", "train time (s)", digits=0, best="min", with_std=True),
             Column("images_per_second", "train images / s", digits=0, best="max", with_std=True)]
-    memory_kind = "process peak RSS on CPU" if "cpu" in " ".join(runs["device"]) else "peak allocated on the GPU"
-    lines += ["## Cost", "", f"Memory is the {memory_kind}; FLOPs are 2 x multiply-adds (fvcore with the "
+    lines += ["## Cost", "", f"Memory is {_memory_caption(runs)}; FLOPs are 2 x multiply-adds (fvcore with the "
               "handles it lacks); `added / CLIP` is the paper's ratio (new parameters over the whole CLIP). Train "
               "time and images/s are each run's own wall clock: comparable only when nothing else shared the "
               "machine.", ""]
@@ -143,7 +141,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
                                 file=failed["path"].map(lambda p: f"`{Path(p).name}`"))
         lines += ["## Runs that did not finish ok", "", table(listing, [
             Column("method", "method", left=True), Column("variant", "variant", left=True),
-            Column("seed", "seed", digits=0), Column("lr", "lr", digits=4), Column("status", "status", left=True),
+            Column("seed", "seed", digits=0), Column("lr", "lr", general=True), Column("status", "status", left=True),
             Column("error", "error", left=True), Column("file", "record", left=True)])]
 
     figures["accuracy_vs_cost.png"] = plots.accuracy_vs_cost(
@@ -155,8 +153,8 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     if not curves.empty:
         figures["training_curves.png"] = plots.training_curves(curves)
     kinds = kinds_of(runs, search)
-    if kinds:
-        heat = rows.set_index("method")[[f"{search}/kind/{k}" for k in kinds]].dropna(how="all")
+    heat = rows.set_index("method")[[f"{search}/kind/{k}" for k in kinds]].dropna(how="all")
+    if not heat.empty:
         heat.columns = kinds
         figures["per_kind.png"] = plots.kind_heatmap(heat, f"{search} mIoU by expression kind (mean over seeds)")
     lines += ["## Plots", ""]
@@ -179,7 +177,21 @@ def _baseline_levels(base: pd.DataFrame, split: str) -> list[tuple[float, str]]:
     return levels
 
 
+def _memory_caption(runs: pd.DataFrame) -> str:
+    kinds = {"cpu_process_peak_rss": "the process peak RSS on CPU", "cuda_max_allocated": "peak allocated on the GPU"}
+    shown = [kinds.get(k, k) for k in sorted(runs["memory_kind"].dropna().unique())]
+    text = " or ".join(shown) if shown else "not recorded"
+    parallel = int((runs["world_size"].fillna(1) > 1).sum())
+    if len(shown) > 1:
+        text += " (the runs differ in kind: compare rows with care)"
+    if parallel:
+        text += f"; {parallel} runs trained data-parallel, their memory is one process's"
+    return text
+
+
 def _provenance(runs: pd.DataFrame, runs_all: pd.DataFrame) -> list[str]:
+    if runs.empty:
+        return [f"No on-budget run records; {len(runs_all)} off-budget or older ones are not in the tables."]
     seconds = runs["train_seconds"].fillna(0).sum()
     seconds += sum(runs[c].fillna(0).sum() for c in runs.columns if c.endswith("/eval_seconds"))
     devices = ", ".join(sorted(runs["device"].unique()))
@@ -204,5 +216,5 @@ def _curves(runs: pd.DataFrame) -> pd.DataFrame:
 
 def suite_settings(runs: pd.DataFrame, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The suite settings recorded in the newest record of the current budget."""
-    latest = current_budget(runs).sort_values("started_at").iloc[-1]["path"]
+    latest = current_budget(runs).sort_values(["started_at", "path"], kind="stable").iloc[-1]["path"]
     return json.loads(json.dumps(records[latest]["run_info"]["config"]["suite"]))

@@ -24,18 +24,25 @@ class Column:
     scale: float = 1.0
     thousands: bool = False
     left: bool = False  # text columns read better left-aligned
+    general: bool = False  # '%g' (learning rates: 3e-05, not 0.0000)
 
     def text(self, row: pd.Series) -> str:
         value = row.get(self.key)
         if isinstance(value, str):
-            return value
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return value.replace("|", "\\|")  # a '|' in an error message would split the cell
+        if _missing(value):
             return DASH
+        if self.general:
+            return f"{value * self.scale:g}"
         shown = f"{value * self.scale:,.{self.digits}f}" if self.thousands else f"{value * self.scale:.{self.digits}f}"
         std = row.get(f"{self.key}:std")
-        if self.with_std and std is not None and not math.isnan(std):
+        if self.with_std and not _missing(std):
             shown += f" ± {std * self.scale:.{self.digits}f}"
         return shown
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def table(frame: pd.DataFrame, columns: Sequence[Column], *, rank_rows: Sequence[bool] | None = None) -> str:
@@ -61,6 +68,6 @@ def table(frame: pd.DataFrame, columns: Sequence[Column], *, rank_rows: Sequence
 
 
 def _rounded(value: Any, column: Column) -> float | None:
-    if value is None or isinstance(value, str) or (isinstance(value, float) and math.isnan(value)):
+    if isinstance(value, str) or _missing(value):
         return None
     return round(float(value) * column.scale, column.digits)

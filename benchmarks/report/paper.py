@@ -71,11 +71,11 @@ def accuracy_table(runs: pd.DataFrame) -> str:
             row = {"method": f"risbench {title}", "backbone": backbone, "source": f"`{suite}` suite"}
             for key, _ in _cells():
                 row[key] = NOT_RUN
-            if len(found):
+            if len(found):  # it ran: its numbers, or a dash where no run finished ok (the status says why)
                 got = found.iloc[0]
                 for split in ("val", "testA", "testB"):
-                    row[f"refcoco/{split}"] = _mean_std(got, f"{split}/mIoU")
-                row["tunable"] = f"{got['added'] / 1e6:.2f}" if method == "bridger" else "all"
+                    row[f"refcoco/{split}"] = Column(f"{split}/mIoU", "", with_std=True).text(got)
+                row["tunable"] = "all" if method == "full" else Column("added", "", scale=1e-6).text(got)
                 row["source"] += f" ({got['runs']})"
             else:
                 row["tunable"] = NOT_RUN
@@ -84,13 +84,6 @@ def accuracy_table(runs: pd.DataFrame) -> str:
                *(Column(key, title, digits=2) for key, title in _cells()),
                Column("tunable", "tunable backbone params (M)", left=True), Column("source", "source", left=True)]
     return table(pd.DataFrame(rows), columns)
-
-
-def _mean_std(row: pd.Series, key: str) -> str:
-    mean, std = row.get(key), row.get(f"{key}:std")
-    if mean is None or pd.isna(mean):
-        return NOT_RUN
-    return f"{mean:.2f}" + ("" if std is None or pd.isna(std) else f" ± {std:.2f}")
 
 
 def efficiency_table(profiles: list[dict]) -> str | None:

@@ -29,8 +29,10 @@ def _png(figure: plt.Figure) -> bytes:
 
 
 def _style(methods: Sequence[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
-    palette = sns.color_palette("tab20", n_colors=max(len(methods), 1))
-    return {m: (palette[k], MARKERS[k % len(MARKERS)]) for k, m in enumerate(methods)}
+    """Colour and marker per method, assigned in name order so a method looks the same in every figure."""
+    names = sorted(set(methods))
+    palette = sns.color_palette("tab20", n_colors=max(len(names), 1))
+    return {m: (palette[k], MARKERS[k % len(MARKERS)]) for k, m in enumerate(names)}
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:

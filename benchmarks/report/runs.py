@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from benchmarks.store import STATUSES
 from benchmarks.sweep import pick_lr
 from methods import get_method, list_methods
 
@@ -39,44 +41,54 @@ def variant_of(method: str, config: dict[str, Any]) -> str:
     if default is None or config == default:
         return "default"
     keys = sorted(k for k in set(config) | set(default) if config.get(k) != default.get(k))
-    return ", ".join(f"{k}={_plain(config.get(k))}" for k in keys)
+    return ", ".join(f"{k}={plain(config.get(k))}" for k in keys)
 
 
-def _plain(value: Any) -> str:
-    if isinstance(value, list):
-        return "/".join(str(v) for v in value) or "none"
-    return str(value)
+def plain(value: Any) -> str:
+    """An option value as variant names and ablation tables show it: strings as they are, anything else as
+    compact JSON ([1,3,5], null), so distinct configs never share a name and ', ' only ever separates keys."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def runs_frame(records: Iterable[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
-    """One row per run record: identity, status, per-split metrics (split/metric columns), cost, curve."""
+    """One row per run record: identity, status, per-split metrics (split/metric columns), cost, curve.
+
+    A record that parses but lacks a field the report needs is skipped with a warning naming it."""
     rows = []
     for path, record in records:
-        info, train, cost = record["run_info"], record["train_info"], record["cost"]
-        suite = info["config"]["suite"]
-        row: dict[str, Any] = {
-            "path": str(path), "suite": info["suite"], "budget": _fingerprint(suite),
-            "started_at": info.get("started_at") or "", "method": info["method"],
-            "variant": variant_of(info["method"], info["method_config"]),
-            "method_config": json.dumps(info["method_config"], sort_keys=True),
-            "lr": info["lr"], "seed": info["seed"], "status": info["status"], "error": info["error"],
-            "off_budget": bool(info["off_budget"]), "search_split": suite.get("lr_search_split", "val"),
-            "first_seed": suite["seeds"][0], "steps_done": train["steps_done"], "curve": train.get("curve", []),
-            "device": record["meta_info"].get("device", "?"), "git_sha": record["meta_info"].get("git_sha"),
-        }
-        params = cost.get("params") or {}
-        row.update({k: params.get(k) for k in ("trainable", "total", "ratio_trainable", "added", "ratio_added")})
-        row.update({k: cost.get(k) for k in ("gflops_per_image", "train_gflops_per_image", "peak_memory_train_mb")})
-        row.update({k: train.get(k) for k in ("train_seconds", "images_per_second")})
-        for split, metrics in record["results"].items():
-            row.update({f"{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
-            row.update({f"{split}/kind/{kind}": v for kind, v in metrics.get("per_kind", {}).items()})
-            row[f"{split}/eval_seconds"] = metrics.get("eval_seconds")
-        for split, baselines in record.get("baselines", {}).items():
-            for name, metrics in baselines.items():
-                row.update({f"baseline:{name}/{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
-        rows.append(row)
+        try:
+            rows.append(_row(path, record))
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            warnings.warn(f"skipping {path}: run record lacks {exc.__class__.__name__} {exc}", stacklevel=2)
     return pd.DataFrame(rows)
+
+
+def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    info, train, cost, meta = record["run_info"], record["train_info"], record["cost"], record["meta_info"]
+    suite = info["config"]["suite"]
+    row: dict[str, Any] = {
+        "path": str(path), "suite": info["suite"], "budget": _fingerprint(suite),
+        "started_at": info["started_at"] or "", "method": info["method"],
+        "variant": variant_of(info["method"], info["method_config"]),
+        "lr": float(info["lr"]), "seed": info["seed"], "status": info["status"], "error": info["error"],
+        "off_budget": bool(info["off_budget"]), "search_split": suite["lr_search_split"],
+        "lr_grid": tuple(float(v) for v in suite["lr_grid"]), "suite_lr": float(suite["lr"]),
+        "first_seed": suite["seeds"][0], "steps_done": train["steps_done"], "curve": train.get("curve") or [],
+        "device": meta.get("device", "?"), "git_sha": meta.get("git_sha"), "world_size": meta.get("world_size", 1),
+        "memory_kind": cost.get("memory_kind"),
+    }
+    params = cost.get("params") or {}
+    row.update({k: params.get(k) for k in ("trainable", "total", "ratio_trainable", "added", "ratio_added")})
+    row.update({k: cost.get(k) for k in ("gflops_per_image", "train_gflops_per_image", "peak_memory_train_mb")})
+    row.update({k: train.get(k) for k in ("train_seconds", "images_per_second")})
+    for split, metrics in record["results"].items():
+        row.update({f"{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
+        row.update({f"{split}/kind/{kind}": v for kind, v in metrics.get("per_kind", {}).items()})
+        row[f"{split}/eval_seconds"] = metrics.get("eval_seconds")
+    for split, baselines in record.get("baselines", {}).items():
+        for name, metrics in baselines.items():
+            row.update({f"baseline:{name}/{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
+    return row
 
 
 def _fingerprint(suite: dict[str, Any]) -> str:
@@ -87,39 +99,47 @@ def _fingerprint(suite: dict[str, Any]) -> str:
 def current_budget(frame: pd.DataFrame) -> pd.DataFrame:
     """A suite's records under its most recently used settings (older budgets are reported as left out)."""
     on_budget = frame[~frame["off_budget"]]
-    latest = (on_budget if len(on_budget) else frame).sort_values("started_at").iloc[-1]["budget"]
-    return frame[frame["budget"] == latest]
+    newest = (on_budget if len(on_budget) else frame).sort_values(["started_at", "path"], kind="stable")
+    return frame[frame["budget"] == newest.iloc[-1]["budget"]]
 
 
-def search_scores(group: pd.DataFrame) -> dict[float, float | None]:
-    """Per learning rate, the search score the sweep uses: search-split mIoU of the first seed's ok run."""
+def search_state(group: pd.DataFrame) -> tuple[dict[float, float | None], bool]:
+    """Per rate of the suite's grid, the score the sweep uses (search-split mIoU of the first seed's ok run),
+    and whether the search is complete (every rate has a first-seed record that is not interrupted), exactly
+    as benchmarks.sweep.chosen_lr sees it."""
+    first = group.iloc[0]
     scores: dict[float, float | None] = {}
-    for lr, at_lr in group.groupby("lr", sort=True):
-        first = at_lr[(at_lr["seed"] == at_lr["first_seed"]) & (at_lr["status"] == "ok")]
-        column = f"{at_lr['search_split'].iloc[0]}/mIoU"
-        value = first[column].iloc[0] if len(first) and column in first else None
-        scores[float(lr)] = None if value is None or math.isnan(value) else float(value)
-    return scores
+    complete = True
+    for lr in first["lr_grid"]:
+        runs = group[(group["lr"] == lr) & (group["seed"] == first["first_seed"])]
+        if runs.empty or (runs["status"] == "interrupted").all():
+            complete = False
+        ok = runs[runs["status"] == "ok"]
+        value = ok[f"{first['search_split']}/mIoU"].iloc[0] if len(ok) and f"{first['search_split']}/mIoU" in ok \
+            else None
+        scores[lr] = None if value is None or math.isnan(value) else float(value)
+    return scores, complete
 
 
 def leaderboard_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The runs each (suite, method, variant) row stands for: on-budget runs at the chosen learning rate."""
+    """The runs each (suite, method, variant) row stands for: on-budget runs at the rate the search chose
+    (the suite's default rate when no search run is usable, as the sweep does), with `search_complete`."""
     if frame.empty:
         return frame
     on_budget = frame[~frame["off_budget"]]
     chosen = []
     for _, group in on_budget.groupby(["suite", "method", "variant"], sort=True):
-        scores = search_scores(group)
-        lr = pick_lr(scores, default=float(group["lr"].mode().iloc[0]))
-        chosen.append(group[group["lr"] == lr])
+        scores, complete = search_state(group)
+        lr = pick_lr(scores, default=group["suite_lr"].iloc[0])
+        chosen.append(group[group["lr"] == lr].assign(search_complete=complete))
     return pd.concat(chosen, ignore_index=True) if chosen else on_budget.iloc[0:0]
 
 
 def status_counts(statuses: pd.Series) -> str:
-    """'3 ok' or '2 ok, 1 diverged': every run is accounted for."""
+    """'3 ok' or '2 ok, 1 diverged': every run is accounted for, unknown statuses too."""
     counts = statuses.value_counts()
-    order = ["ok", "diverged", "oom", "failed", "interrupted"]
-    return ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
+    order = [s for s in STATUSES if s in counts] + sorted(s for s in counts.index if s not in STATUSES)
+    return ", ".join(f"{counts[s]} {s}" for s in order)
 
 
 def aggregate(runs: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
@@ -128,8 +148,11 @@ def aggregate(runs: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     rows = []
     for (suite, method, variant), group in runs.groupby(["suite", "method", "variant"], sort=True):
         ok = group[group["status"] == "ok"]
+        runs = status_counts(group["status"])
+        if "search_complete" in group and not group["search_complete"].iloc[0]:
+            runs += " (lr search incomplete)"
         row: dict[str, Any] = {"suite": suite, "method": method, "variant": variant, "lr": group["lr"].iloc[0],
-                               "runs": status_counts(group["status"]), "n": len(ok), "n_runs": len(group)}
+                               "runs": runs, "n": len(ok), "n_runs": len(group)}
         for column in columns:
             values = pd.to_numeric(ok[column], errors="coerce").dropna()
             row[column] = values.mean() if len(values) else math.nan
