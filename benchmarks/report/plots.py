@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "p", "h", "*")
 
@@ -31,8 +32,9 @@ def _png(figure: plt.Figure) -> bytes:
 def _style(methods: Sequence[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
     """Colour and marker per method, assigned in name order so a method looks the same in every figure."""
     names = sorted(set(methods))
-    palette = sns.color_palette("tab20", n_colors=max(len(names), 1))
-    return {m: (palette[k], MARKERS[k % len(MARKERS)]) for k, m in enumerate(names)}
+    tab20 = sns.color_palette("tab20", n_colors=20)
+    palette = tab20[0::2] + tab20[1::2]  # the ten strong colours first, then their light twins
+    return {m: (palette[k % len(palette)], MARKERS[k % len(MARKERS)]) for k, m in enumerate(names)}
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -85,6 +87,8 @@ def training_curves(curves: pd.DataFrame) -> bytes:
         mean = curves[curves["method"] == method].groupby("step")["loss"].mean()
         ax.plot(mean.index, mean.values, color=style[method][0], label=method, linewidth=1.4)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss (BCE, log scale, mean over seeds)")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
