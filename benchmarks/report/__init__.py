@@ -90,6 +90,11 @@ def build(results: Path) -> dict[Path, str | bytes]:
     return files
 
 
+def file_bytes(content: str | bytes) -> bytes:
+    """What a report file holds: figures as rendered, pages with exactly one final newline."""
+    return content if isinstance(content, bytes) else (content.rstrip("\n") + "\n").encode()
+
+
 MANIFEST = ".report-files"  # what the last report wrote, so files it no longer produces can be removed
 
 
@@ -105,10 +110,7 @@ def write_report(results: Path, out: Path) -> list[Path]:
     written = []
     for relative, content in sorted(files.items()):
         path = out / relative
-        if isinstance(content, bytes):
-            atomic_write_bytes(path, content)
-        else:
-            atomic_write_text(path, content.rstrip("\n") + "\n")
+        atomic_write_bytes(path, file_bytes(content))
         written.append(path)
     manifest = out / MANIFEST
     previous = manifest.read_text().splitlines() if manifest.is_file() else []
