@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import main
-from benchmarks.report import build, write_report
+from benchmarks.report import build, file_bytes, write_report
 from benchmarks.store import SCHEMA_VERSION, atomic_write_text
 from benchmarks.suites import load_suite
 from benchmarks.sweep import pick_lr
@@ -189,3 +189,14 @@ def test_regenerating_removes_what_the_results_no_longer_give_and_nothing_else(r
     write_report(results, out)
     assert not (out / "other" / "leaderboard.md").exists() and (out / "fixture" / "leaderboard.md").exists()
     assert (out / "notes.md").read_text() == "mine"
+
+
+def test_committed_reports_are_what_the_committed_results_give():
+    """reports/ is generated, never edited: after adding records, run `nox -s report` and commit both.
+    Pages are compared byte for byte; figures only for presence (PNG bytes depend on the matplotlib build)."""
+    repo = Path(__file__).resolve().parent.parent
+    for relative, content in build(repo / "results").items():
+        committed = repo / "reports" / relative
+        assert committed.exists(), f"{committed} missing: run nox -s report"
+        if relative.suffix == ".md":
+            assert committed.read_bytes() == file_bytes(content), f"{committed} is stale: run nox -s report"
