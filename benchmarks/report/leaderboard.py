@@ -83,13 +83,14 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     """The markdown page and its figures (file name -> PNG bytes) for one suite."""
     # only this suite's metric columns: another suite's splits or kinds must not show up as empty columns
     runs_all = runs_all.drop(columns=[c for c in runs_all if "/" in c and runs_all[c].isna().all()])
-    runs = leaderboard_runs(current_budget(runs_all))
+    budget = current_budget(runs_all)
+    runs = leaderboard_runs(budget)
     splits = splits_of(runs, suite)
     rows = board(runs, splits)
     search = suite["lr_search_split"]
     lines = [f"# Leaderboard: `{suite_name}`", "", suite.get("description", ""), "",
              f"Budget: {_budget_line(suite)}", ""]
-    lines += _provenance(current_budget(runs_all)[lambda f: ~f["off_budget"]], runs_all)
+    lines += _provenance(budget[~budget["off_budget"]], runs_all)
     lines += ["", f"Mean ± sample standard deviation over seeds at the chosen learning rate; `runs` counts every "
               f"run of that row by status (failed or diverged runs are listed, and only `ok` runs enter the mean). "
               f"Bold: best in the column. Sorted by {search} mIoU.", ""]

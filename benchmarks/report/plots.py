@@ -29,6 +29,14 @@ def _png(figure: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _png_with_legend(figure: plt.Figure, ax: plt.Axes) -> bytes:
+    """One legend for all panels, right of them, taken from the first panel (every panel draws the same series)."""
+    handles, labels = ax.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.tight_layout()
+    return _png(figure)
+
+
 def _style(methods: Sequence[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
     """Colour and marker per method, assigned in name order so a method looks the same in every figure."""
     names = sorted(set(methods))
@@ -71,10 +79,7 @@ def accuracy_vs_cost(agg: pd.DataFrame, metric: str, metric_title: str,
             ax.set_xscale("log")
         ax.set_xlabel(title)
         ax.set_ylabel(metric_title)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    figure.tight_layout()
-    return _png(figure)
+    return _png_with_legend(figure, axes[0][0])
 
 
 def training_curves(curves: pd.DataFrame) -> bytes:
@@ -123,7 +128,4 @@ def scaling_curves(rows: pd.DataFrame, x: str, x_title: str, panels: Sequence[tu
             ax.plot(points[x], points[column], marker=marker, color=color, label=method)
         ax.set_xlabel(x_title)
         ax.set_ylabel(title)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    figure.tight_layout()
-    return _png(figure)
+    return _png_with_legend(figure, axes[0][0])
