@@ -22,19 +22,6 @@ def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device here; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:N]") from None
-
-
 def resolve_suite(args: argparse.Namespace):
     """The suite with any --budget changes, and whether it is off-budget."""
     from benchmarks.suites import load_suite
@@ -81,12 +68,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from benchmarks import distributed
     from benchmarks.checkpoint import Checkpointer
+    from benchmarks.environment import resolve_device
     from benchmarks.store import ResultStore
     from benchmarks.summary import print_summary
     from benchmarks.train import run, sigterm_as_interrupt
 
     spec = resolve_spec(args)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     store = ResultStore(args.out)
     path = store.path_for(spec)
     speaks = distributed.is_main()  # under torchrun only rank 0 prints
@@ -116,6 +104,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import torch
 
+    from benchmarks.coerce import coerce
+    from benchmarks.environment import resolve_device
     from benchmarks.store import ResultStore
     from benchmarks.sweep import Shard, run_sweep
     from benchmarks.train import sigterm_as_interrupt
@@ -123,13 +113,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     suite, off_budget = resolve_suite(args)
     methods = [get_method(m).name for m in args.method] or None
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = coerce(args.seeds, tuple[int, ...], "--seeds") if args.seeds is not None else None
+    if seeds is not None and not seeds:
+        raise UserError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         with sigterm_as_interrupt():
             counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
-                               store=ResultStore(args.out), device=_device(args.device),
+                               store=ResultStore(args.out), device=resolve_device(args.device),
                                checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
                                progress=not args.no_progress,
                                dry_run=args.dry_run, off_budget=off_budget,

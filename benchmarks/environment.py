@@ -1,4 +1,5 @@
-"""What a run ran on: git state, package versions, device. Recorded in every run record."""
+"""What a run runs on: the device a `--device` flag names, and the git state, package versions and device
+recorded in every run record."""
 
 from __future__ import annotations
 
@@ -10,9 +11,22 @@ from pathlib import Path
 import torch
 
 from benchmarks import distributed
+from benchmarks.errors import UserError
 
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "peft", "transformers", "fvcore", "numpy")
 REPO = Path(__file__).resolve().parent.parent
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a `--device` value: auto (CUDA when present), cpu or cuda[:N]."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:N]") from None
 
 
 def git_state() -> dict[str, object]:

@@ -522,8 +522,7 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from benchmarks.cli import _device
-    from benchmarks.environment import describe
+    from benchmarks.environment import describe, resolve_device
     from benchmarks.store import atomic_write_text
     from methods import get_method, list_methods
 
@@ -531,7 +530,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     suite = profile_suite(load_suite(args.suite), backbone=args.backbone, image_size=args.image_size,
                           text_len=args.text_len, batch_size=args.batch_size)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     if args.clip_towers:
         rows = [tower_profile(suite.backbone, suite.image_size, suite.text_len)]
         table = _towers_table(rows)

@@ -129,7 +129,10 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
     execute(phase1)
     _, phase2, waiting = plan(store, suite, methods, seeds, configs)
     execute(phase2)
-    if waiting:
+    if waiting and dry_run:
+        print(f"then the seeds of {', '.join(waiting)} at the rate their learning-rate search chooses",
+              file=sys.stderr)
+    elif waiting:
         print(f"waiting for the learning-rate search of {', '.join(waiting)} (other shards); "
               "run the sweep again once they finish", file=sys.stderr)
     counts["waiting"] = len(waiting)

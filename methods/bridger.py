@@ -28,18 +28,6 @@ ETRIS_DEFAULTS = {"vit": ("gate", 8), "resnet": ("transformer", 4)}
 DEFAULT_NUM_STAGES = 3
 
 
-def _as_int(value: object, name: str) -> int:
-    """The CLI coerces by the default's type, so `None` and `()` defaults receive strings: parse them."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-
-
 def _increasing(values: tuple[int, ...], name: str) -> None:
     if any(v < 0 for v in values) or any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ValueError(f"{name} must be non-negative and strictly increasing, got {values}")
@@ -69,13 +57,6 @@ class BridgerConfig:
     mask_padding: bool = False  # ETRIS attends to padded words inside the Bridger; True masks them
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen dataclass: normalise CLI strings once, here
-        if self.heads is not None:
-            set_(self, "heads", _as_int(self.heads, "heads"))
-        if self.fusion_stages is not None:
-            set_(self, "fusion_stages", _as_int(self.fusion_stages, "fusion_stages"))
-        for name in ("image_stages", "text_blocks"):
-            set_(self, name, tuple(_as_int(v, name) for v in getattr(self, name)))
         if self.width < 1:
             raise ValueError(f"width must be positive, got {self.width}")
         if self.heads is not None and (self.heads < 1 or self.width % self.heads):

@@ -6,13 +6,12 @@ parametrize over `list_methods()`, so a new method is tested without editing tes
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.coerce import coerce
+from benchmarks.coerce import coerce, field_types
 from benchmarks.errors import UserError
 
 if TYPE_CHECKING:
@@ -29,14 +28,13 @@ class MethodSpec:
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
         """The method's config with `overrides` (strings from the CLI are coerced to field types)."""
-        fields = {f.name: f for f in dataclasses.fields(self.config_cls)}
+        types = field_types(self.config_cls)
         values: dict[str, Any] = {}
         for key, value in (overrides or {}).items():
-            if key not in fields:
-                known = ", ".join(sorted(fields)) or "none"
+            if key not in types:
+                known = ", ".join(sorted(types)) or "none"
                 raise UserError(f"method '{self.name}' has no option '{key}'; its options: {known}")
-            values[key] = coerce(value, fields[key].default, f"{self.name}.{key}",
-                                 optional="None" in str(fields[key].type))
+            values[key] = coerce(value, types[key], f"{self.name}.{key}")
         try:
             return self.config_cls(**values)
         except (TypeError, ValueError) as exc:

@@ -177,7 +177,7 @@ def test_bad_config_is_refused(options: dict, message: str) -> None:
 def test_cli_strings_become_typed_options() -> None:
     config = get_method("bridger").make_config({"heads": "4", "image_stages": "1,3", "fusion_stages": "none"})
     assert (config.heads, config.image_stages, config.fusion_stages) == (4, (1, 3), None)
-    with pytest.raises(UserError, match="heads must be an integer"):
+    with pytest.raises(UserError, match="bridger.heads='many': expected an int"):
         get_method("bridger").make_config({"heads": "many"})
 
 

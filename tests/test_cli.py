@@ -46,7 +46,14 @@ from benchmarks.cli import main
       "--allow-budget-override"], "cannot read pretrained weights file"),  # found only when the run loads it
     (["bench", "--method", "lora", "--suite", "smoke", "--set", "rank=0"], "rank must be >= 1, got 0"),
     (["bench", "--method", "lora", "--suite", "smoke", "--set", "rank=four"], "expected an int"),
-    (["bench", "--method", "lora", "--suite", "smoke", "--set", "dropout=nan"], "dropout must be in [0, 1)"),
+    (["bench", "--method", "lora", "--suite", "smoke", "--set", "dropout=nan"],
+     "lora.dropout='nan': expected a finite float"),
+    (["bench", "--method", "lora", "--suite", "smoke", "--set", "alpha=1e9999"], "expected a finite float"),
+    (["bench", "--method", "lora", "--suite", "smoke", "--set", "dropout=1.5"], "dropout must be in [0, 1), got 1.5"),
+    (["sweep", "--suite", "smoke", "--seeds", "0,one"], "--seeds='0,one': expected comma-separated ints"),
+    (["sweep", "--suite", "smoke", "--seeds", ","], "--seeds needs at least one seed"),
+    (["sweep", "--method", "bridger", "--suite", "smoke", "--set", "image_stages=1,x"],
+     "bridger.image_stages='1,x': expected comma-separated ints"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.delenv("RISBENCH_DATA", raising=False)

@@ -137,3 +137,12 @@ def test_an_ablation_point_runs_one_method_with_its_option_under_its_own_search(
     with pytest.raises(UserError, match="exactly one --method"):
         run_sweep(one_seed, methods=METHODS, store=store, device=torch.device("cpu"),
                   checkpoint_root=tmp_path / "ckpt", options={"rank": "2"})
+
+
+def test_dry_run_lists_the_search_then_says_what_follows_and_writes_nothing(tmp_path, capsys):
+    counts = run_sweep(SUITE, methods=METHODS, store=ResultStore(tmp_path / "results"), device=torch.device("cpu"),
+                       checkpoint_root=tmp_path / "checkpoints", dry_run=True)
+    err = capsys.readouterr().err
+    assert err.count("lr=") == 4 and "then the seeds of frozen, lora at the rate" in err
+    assert "other shards" not in err
+    assert counts["ok"] == 0 and not (tmp_path / "results").exists()

@@ -11,7 +11,7 @@ from typing import Any
 
 import tomllib
 
-from benchmarks.coerce import coerce
+from benchmarks.coerce import coerce, field_types
 from benchmarks.data import check_dataset, check_dataset_name, check_split
 from benchmarks.errors import UserError, did_you_mean
 
@@ -142,14 +142,14 @@ class Suite:
 
     def replace(self, overrides: dict[str, Any]) -> Suite:
         """A copy with budget keys changed; values are coerced to the field's type."""
-        known = {f.name: f for f in dataclasses.fields(self)}
+        known = field_types(Suite)
         changes: dict[str, Any] = {}
         for key, value in overrides.items():
             if key not in known or key == "name":
                 raise UserError(f"unknown suite key '{key}'; known keys: {', '.join(sorted(known))}")
             if isinstance(getattr(self, key), dict) and isinstance(value, str):
                 value = _inline_table(key, value)
-            changes[key] = coerce(value, getattr(self, key), key, optional="None" in str(known[key].type))
+            changes[key] = coerce(value, known[key], key)
         return dataclasses.replace(self, **changes)
 
 
