@@ -1,6 +1,7 @@
 """One run: build the model, adapt it with a method, train under the suite's budget, evaluate, record.
 
-Kept flat and readable on purpose (nanoGPT style): everything a run does is in `run`.
+`run` reads top to bottom as what a run does (nanoGPT style); the loop, the evaluation and the record it
+writes are one function each.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -156,6 +158,95 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+@dataclass
+class Progress:
+    """Where a run's training stands: what a checkpoint saves and what the record reports, also after a fault."""
+
+    step: int = 0
+    curve: list[dict[str, float]] = field(default_factory=list)  # mean loss per `log_every` steps
+    window: list[float] = field(default_factory=list)  # losses since the last curve point
+    seconds_before: float = 0.0  # training time spent before a resume
+    started: float | None = None  # perf_counter() when this process started (or resumed) training
+    stopped: float | None = None
+
+    @classmethod
+    def resumed_from(cls, state: dict[str, Any]) -> Progress:
+        return cls(state["step"], state["curve"], state["window"], state["train_seconds"])
+
+    def seconds(self) -> float:
+        if self.started is None:
+            return self.seconds_before
+        return self.seconds_before + (self.stopped or time.perf_counter()) - self.started
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "curve": self.curve, "window": self.window, "train_seconds": self.seconds()}
+
+    def log(self, loss: float, suite: Suite, lr: float) -> bool:
+        """Count one step; True when it closes a curve point."""
+        self.step += 1
+        self.window.append(loss)
+        if self.step % suite.log_every and self.step != suite.steps:
+            return False
+        self.curve.append({"step": self.step, "loss": float(np.mean(self.window)), "lr": lr})
+        self.window = []
+        return True
+
+
+def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, progress: Progress, *, device: torch.device,
+          amp: torch.dtype | None, show: bool, checkpoints: Checkpointer | None, checkpoint_every: int,
+          workers: int) -> None:
+    """The training loop from `progress.step` to the suite's last step (`net`: `model` or its DDP wrapper)."""
+    suite = spec.suite
+    train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
+    sampler = StepBatches(len(train_set), suite.batch_size, spec.seed, progress.step, suite.steps,
+                          distributed.rank(), distributed.world_size())
+    # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which would
+    # shift the dropout stream of a resumed run by one draw.
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                        generator=torch.Generator().manual_seed(spec.seed))
+    net.train()
+    progress.started = time.perf_counter()
+    bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
+               dynamic_ncols=True, initial=progress.step, total=suite.steps)
+    for batch in bar:
+        images = batch["image"].to(device, non_blocking=True)
+        masks = batch["mask"].to(device, non_blocking=True)
+        tokens = model.backbone.tokenize(batch["text"]).to(device)
+        loss = training_step(net, suite, optimizer, images, tokens, masks, amp)
+        scheduler.step()
+        if progress.log(loss, suite, optimizer.param_groups[0]["lr"]):
+            bar.set_postfix(loss=f"{progress.curve[-1]['loss']:.4f}")
+        if checkpoints and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < suite.steps:
+            checkpoints.save(progress.step, model, optimizer, scheduler, progress.state())
+    progress.stopped = time.perf_counter()
+    bar.close()
+
+
+def evaluate_splits(model: RISModel, suite: Suite, device: torch.device,
+                    amp: torch.dtype | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, trivial baselines) per evaluation split."""
+    results, baselines = {}, {}
+    for split in suite.eval_splits:
+        dataset = eval_subset(build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options),
+                              suite.eval_limit)
+        results[split] = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold,
+                                  device=device, autocast_dtype=amp)
+        baselines[split] = trivial_baselines(dataset)
+    return results, baselines
+
+
+def count_flops(spec: RunSpec) -> dict[str, Any]:
+    """The run's GFLOPs (its own models and RNG: it cannot change the run's numbers); a counting problem is
+    noted in the record rather than losing a finished run."""
+    from benchmarks.profile import profile_run  # profile builds on this module: import at use
+
+    try:
+        return profile_run(spec.suite, spec.method, spec.method_config)
+    except Exception as exc:
+        return {"flops_error": f"{type(exc).__name__}: {exc}"}
+
+
 def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bool = True,
         checkpoints: Checkpointer | None = None, checkpoint_every: int = 0, workers: int = 0) -> dict[str, Any]:
     """Train and evaluate one run and write its record; the record is returned whatever the outcome.
@@ -164,32 +255,24 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
     every `checkpoint_every` steps and on interruption, and deletes them once the record is written.
 
     Under torchrun the processes train data-parallel: the suite's batch_size stays the global batch, split
-    evenly over them, and rank 0 alone writes checkpoints and the record while the others wait for it.
+    evenly over them, and rank 0 alone writes checkpoints and the record while the others wait for it. An
+    exception on any process (other than a divergence, which all processes see together) ends the job
+    without a record: the others would otherwise wait in a collective until the backend's timeout.
     """
     with distributed.process_group(device) as device:
         suite = spec.suite
         distributed.local_batch_size(suite.batch_size)  # refuse an uneven split before any work
         main = distributed.is_main()
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        curve: list[dict[str, float]] = []
         status, error = "ok", None
         results: dict[str, Any] = {}
         baselines: dict[str, Any] = {}
-        steps_done, train_seconds, counts = 0, 0.0, None
-        started = time.perf_counter()
-        train_peak: tuple[float, str] | None = None
+        counts, train_peak = None, None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         amp = autocast_dtype(suite, device)
-
-        window: list[float] = []
-        seconds_before = 0.0  # training time spent before a resume
+        done = Progress()
         model = optimizer = scheduler = None
-
-        def progress_state() -> dict[str, Any]:
-            return {"step": steps_done, "curve": curve, "window": window,
-                    "train_seconds": seconds_before + time.perf_counter() - started}
-
         try:
             # The same seed in every process: identical initial weights, and identical RNG streams, so rank 0's
             # checkpointed RNG state resumes every process exactly (dropout masks repeat across processes).
@@ -201,110 +284,37 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(suite, s))
             resumed = checkpoints.load(model, optimizer, scheduler, device) if checkpoints else None
             if resumed:
-                steps_done, curve, window = resumed["step"], resumed["curve"], resumed["window"]
-                seconds_before = resumed["train_seconds"]
+                done = Progress.resumed_from(resumed)
                 if main:
-                    print(f"resuming {spec.method} seed {spec.seed} from step {steps_done}", file=sys.stderr)
-            train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
-            sampler = StepBatches(len(train_set), suite.batch_size, spec.seed, steps_done, suite.steps,
-                                  distributed.rank(), distributed.world_size())
-            # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which would
-            # shift the dropout stream of a resumed run by one draw.
-            loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                                generator=torch.Generator().manual_seed(spec.seed))
-
-            net.train()
-            started = time.perf_counter()
-            bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not (progress and main),
-                       file=sys.stderr, dynamic_ncols=True, initial=steps_done, total=suite.steps)
-            for step, batch in enumerate(bar, start=steps_done):
-                images = batch["image"].to(device, non_blocking=True)
-                masks = batch["mask"].to(device, non_blocking=True)
-                tokens = model.backbone.tokenize(batch["text"]).to(device)
-                window.append(training_step(net, suite, optimizer, images, tokens, masks, amp))
-                scheduler.step()
-                steps_done = step + 1
-                if steps_done % suite.log_every == 0 or steps_done == suite.steps:
-                    curve.append({"step": steps_done, "loss": float(np.mean(window)),
-                                  "lr": optimizer.param_groups[0]["lr"]})
-                    bar.set_postfix(loss=f"{curve[-1]['loss']:.4f}")
-                    window = []
-                if (main and checkpoints and checkpoint_every and steps_done % checkpoint_every == 0
-                        and steps_done < suite.steps):
-                    checkpoints.save(steps_done, model, optimizer, scheduler, progress_state())
-            train_seconds = seconds_before + time.perf_counter() - started
-            bar.close()
+                    print(f"resuming {spec.method} seed {spec.seed} from step {done.step}", file=sys.stderr)
+            train(model, net, spec, optimizer, scheduler, done, device=device, amp=amp, show=progress and main,
+                  checkpoints=checkpoints if main else None, checkpoint_every=checkpoint_every, workers=workers)
             train_peak = peak_memory_mb(device)
-
-            for split in suite.eval_splits:
-                dataset = eval_subset(build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options),
-                                      suite.eval_limit)
-                results[split] = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold,
-                                          device=device, autocast_dtype=amp)
-                baselines[split] = trivial_baselines(dataset)
+            results, baselines = evaluate_splits(model, suite, device, amp)
         except Diverged as exc:
-            status, error = "diverged", f"{exc} at step {steps_done}"
+            status, error = "diverged", f"{exc} at step {done.step}"
         except torch.cuda.OutOfMemoryError as exc:
             status, error = "oom", str(exc).splitlines()[0]
         except KeyboardInterrupt:
-            status, error = "interrupted", f"interrupted at step {steps_done}"
-            if main and checkpoints and model is not None and optimizer is not None and steps_done:
-                checkpoints.save(steps_done, model, optimizer, scheduler, progress_state())
+            status, error = "interrupted", f"interrupted at step {done.step}"
+            if main and checkpoints and model is not None and optimizer is not None and done.step:
+                checkpoints.save(done.step, model, optimizer, scheduler, done.state())
         except UserError:  # bad input (a corrupt file, an unreadable image): not a result; the CLI says so, exit 2
             raise
         except Exception as exc:  # recorded, never lost: a sweep goes on past a failed run
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-        if not train_seconds and steps_done:
-            train_seconds = seconds_before + time.perf_counter() - started
+            if distributed.world_size() > 1:
+                print(f"process {distributed.rank()} of {distributed.world_size()} failed; ending the job",
+                      file=sys.stderr)
+                raise
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
         train_peak = train_peak or peak_memory_mb(device)
-        eval_peak = peak_memory_mb(device)
-        flops: dict[str, Any] = {}
-        if status == "ok" and main:
-            from benchmarks.profile import profile_run  # profile builds on this module: import at use
-
-            try:  # its own models and RNG: it cannot change this run's numbers
-                flops = profile_run(suite, spec.method, spec.method_config)
-            except Exception as exc:  # a counting problem must not lose a finished run
-                flops = {"flops_error": f"{type(exc).__name__}: {exc}"}
-
-        record = {
-            "schema_version": SCHEMA_VERSION,
-            "run_info": {
-                "suite": suite.name,
-                "method": spec.method,
-                "method_config": spec.config()["method_config"],
-                "lr": spec.lr,
-                "seed": spec.seed,
-                "config_hash": spec.config_hash,
-                "off_budget": spec.off_budget,
-                "status": status,
-                "error": error,
-                "started_at": started_at,
-                "config": spec.config(),
-            },
-            "train_info": {
-                "steps_planned": suite.steps,
-                "steps_done": steps_done,
-                "images_seen": steps_done * suite.batch_size,
-                "train_seconds": train_seconds,
-                "images_per_second": steps_done * suite.batch_size / train_seconds if train_seconds else None,
-                "final_loss": curve[-1]["loss"] if curve else None,
-                "precision": "bf16" if amp is not None else "fp32",
-                "curve": curve,
-            },
-            "results": results,
-            "baselines": baselines,
-            "cost": {
-                "params": counts.to_dict() if counts else None,
+        cost = {"params": counts.to_dict() if counts else None,
                 "peak_memory_train_mb": train_peak[0],
-                "peak_memory_eval_mb": eval_peak[0],
+                "peak_memory_eval_mb": peak_memory_mb(device)[0],
                 "memory_kind": train_peak[1],
-                **flops,
-            },
-            "meta_info": environment.describe(device),
-        }
-        record = json.loads(json.dumps(record))  # exactly what the file holds (tuples become lists)
+                **(count_flops(spec) if status == "ok" and main else {})}
+        record = make_record(spec, status, error, started_at, done, results, baselines, cost, device)
         if main:
             store.write(spec, record)
         if status == "interrupted":  # every process was signalled: no barrier, each saves what it must and stops
@@ -313,3 +323,42 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         if main and checkpoints and status != "failed":  # a failed run keeps its checkpoint for a retry after the fix
             checkpoints.clear()
         return record
+
+
+def make_record(spec: RunSpec, status: str, error: str | None, started_at: str, done: Progress,
+                results: dict[str, Any], baselines: dict[str, Any], cost: dict[str, Any],
+                device: torch.device) -> dict[str, Any]:
+    """The run record (schema: run_info / train_info / results / baselines / cost / meta_info), exactly as
+    the JSON file will hold it."""
+    suite, seconds = spec.suite, done.seconds()
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_info": {
+            "suite": suite.name,
+            "method": spec.method,
+            "method_config": spec.config()["method_config"],
+            "lr": spec.lr,
+            "seed": spec.seed,
+            "config_hash": spec.config_hash,
+            "off_budget": spec.off_budget,
+            "status": status,
+            "error": error,
+            "started_at": started_at,
+            "config": spec.config(),
+        },
+        "train_info": {
+            "steps_planned": suite.steps,
+            "steps_done": done.step,
+            "images_seen": done.step * suite.batch_size,
+            "train_seconds": seconds,
+            "images_per_second": done.step * suite.batch_size / seconds if seconds else None,
+            "final_loss": done.curve[-1]["loss"] if done.curve else None,
+            "precision": "bf16" if autocast_dtype(suite, device) is not None else "fp32",
+            "curve": done.curve,
+        },
+        "results": results,
+        "baselines": baselines,
+        "cost": cost,
+        "meta_info": environment.describe(device),
+    }
+    return json.loads(json.dumps(record))  # tuples become lists

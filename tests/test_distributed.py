@@ -127,6 +127,45 @@ def two_processes(tmp_path_factory) -> tuple[Path, list[dict]]:
     return out, reports
 
 
+def failing_worker(rank: int, port: int, out: Path) -> None:
+    """A run in which process 1 alone raises at its second step (a bug or a bad device, not a NaN)."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    real_step, steps = train.training_step, itertools.count(1)
+
+    def broken(*args):
+        if rank == 1 and next(steps) == 2:
+            (out / "faulted").touch()
+            raise RuntimeError("a fault on process 1 only")
+        return real_step(*args)
+
+    train.training_step = broken
+    train.run(lora_spec(), ResultStore(out), device=CPU, progress=False)  # joins the group itself, as under torchrun
+
+
+def test_a_fault_on_one_process_ends_that_process_at_once_without_a_record(tmp_path, capfd):
+    """The failing process must exit (so torchrun tears the job down) instead of waiting in a collective for
+    the others, which wait for it: before, the job hung until the backend timeout (30 minutes)."""
+    context = mp.start_processes(failing_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=False,
+                                 start_method="spawn")
+    faulty, other = context.processes[1], context.processes[0]
+    deadline = time.monotonic() + 240  # start-up (two imports of torch) can be slow on a busy machine
+    while not (tmp_path / "faulted").exists() and faulty.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    faulty.join(timeout=60)
+    ended = not faulty.is_alive()
+    for process in context.processes:  # what torchrun does to the others once one has failed
+        if process.is_alive():
+            process.kill()
+        process.join()
+    assert (tmp_path / "faulted").exists(), "process 1 never reached its fault"
+    assert ended, "process 1 was still running 60 s after its fault"
+    assert faulty.exitcode != 0 and other.exitcode != 0
+    assert "RuntimeError: a fault on process 1 only" in capfd.readouterr().err
+    assert not list(tmp_path.rglob("*.json"))  # no record: the sweep runs it again
+
+
 def losses(record: dict) -> list[tuple[int, float]]:
     return [(c["step"], c["loss"]) for c in record["train_info"]["curve"]]
 
@@ -198,7 +237,7 @@ def test_a_global_batch_that_does_not_split_is_refused(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
     with pytest.raises(UserError, match="global batch"):
         train.run(lora_spec(batch_size=5), store, device=CPU, progress=False)
-    assert not list(tmp_path.rglob("*.json"))
+    assert not list(tmp_path.rglob("*.json"))  # no record: the sweep runs it again
 
 
 def test_the_parts_of_each_batch_are_the_single_process_batch():

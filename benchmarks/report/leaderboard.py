@@ -159,8 +159,9 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         heat.columns = kinds
         figures["per_kind.png"] = plots.kind_heatmap(heat, f"{search} mIoU by expression kind (mean over seeds)")
     lines += ["## Plots", ""]
-    captions = {"accuracy_vs_cost.png": "Accuracy against trainable-parameter ratio and peak memory; error bars "
-                "are the seed standard deviation, the dashed line the Pareto front.",
+    captions = {"accuracy_vs_cost.png": "Methods ranked by accuracy, then accuracy against trainable-parameter "
+                "ratio and peak memory; error bars are the seed standard deviation, the dashed line the Pareto "
+                "front, dotted lines the trivial baselines.",
                 "training_curves.png": "Training loss (mean over seeds).",
                 "per_kind.png": "mIoU per expression kind: which kinds of language each method handles."}
     for name in figures:

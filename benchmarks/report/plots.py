@@ -58,18 +58,20 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 def accuracy_vs_cost(agg: pd.DataFrame, metric: str, metric_title: str,
                      costs: Sequence[tuple[str, str, bool]], references: Sequence[tuple[float, str]] = ()) -> bytes:
-    """One panel per cost (column, axis title, log scale): mean metric with its seed std as error bars,
-    the Pareto front as a dashed line, and reference levels (trivial baselines) as dotted lines."""
-    methods = list(agg["method"])
-    style = _style(methods)
+    """A ranking panel (methods sorted by the metric, readable however many sit at the same cost), then one
+    panel per cost (column, axis title, log scale): mean metric with its seed std as error bars, the Pareto
+    front as a dashed line, and reference levels (trivial baselines) as dotted lines."""
+    style = _style(list(agg["method"]))
     with sns.axes_style("whitegrid"):
-        figure, axes = plt.subplots(1, len(costs), figsize=(6.2 * len(costs), 4.6), squeeze=False)
-    for ax, (column, title, log) in zip(axes[0], costs, strict=True):
+        figure, axes = plt.subplots(1, 1 + len(costs), figsize=(4.6 + 6.0 * len(costs), 0.3 * len(agg) + 3.4),
+                                    squeeze=False, gridspec_kw={"width_ratios": [0.75] + [1.0] * len(costs)})
+    _ranking(axes[0][0], agg, metric, metric_title, style, references)
+    for ax, (column, title, log) in zip(axes[0][1:], costs, strict=True):
         for _, row in agg.iterrows():
             color, marker = style[row["method"]]
             std = row.get(f"{metric}:std")
             ax.errorbar(row[column], row[metric], yerr=None if pd.isna(std) else std, fmt=marker, color=color,
-                        markersize=8, capsize=3, label=row["method"])
+                        markersize=7, capsize=3, alpha=0.85, label=row["method"])
         front = pareto_front(agg, column, metric)
         if len(front) > 1:
             ax.plot(front[column], front[metric], "--", color="0.4", linewidth=1, label="Pareto front")
@@ -77,9 +79,36 @@ def accuracy_vs_cost(agg: pd.DataFrame, metric: str, metric_title: str,
             ax.axhline(value, linestyle=":", color=str(0.2 + 0.3 * level), linewidth=1.2, label=label)
         if log:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(_SparseLogLabels())
         ax.set_xlabel(title)
         ax.set_ylabel(metric_title)
-    return _png_with_legend(figure, axes[0][0])
+    return _png_with_legend(figure, axes[0][1])
+
+
+def _ranking(ax: plt.Axes, agg: pd.DataFrame, metric: str, metric_title: str,
+             style: dict[str, tuple[tuple[float, float, float], str]], references: Sequence[tuple[float, str]]) -> None:
+    """Methods top to bottom from best to worst mean, with the seed std as error bars."""
+    ranked = agg.sort_values(metric, ascending=True, kind="stable").reset_index(drop=True)
+    for position, row in ranked.iterrows():
+        color, marker = style[row["method"]]
+        std = row.get(f"{metric}:std")
+        ax.errorbar(row[metric], position, xerr=None if pd.isna(std) else std, fmt=marker, color=color,
+                    markersize=7, capsize=3)
+    for level, (value, _) in enumerate(references):
+        ax.axvline(value, linestyle=":", color=str(0.2 + 0.3 * level), linewidth=1.2)
+    ax.set_yticks(range(len(ranked)), ranked["method"])
+    ax.set_ylim(-0.6, len(ranked) - 0.4)
+    ax.set_xlabel(metric_title)
+    ax.set_ylabel("method (best at the top)")
+
+
+class _SparseLogLabels(ScalarFormatter):
+    """Minor ticks of a log axis labelled at 2 and 5 times a power of ten only, so labels never collide."""
+
+    def __call__(self, value: float, pos: int | None = None) -> str:
+        mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+        return f"{value:g}" if round(mantissa) in (2, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
 
 
 def training_curves(curves: pd.DataFrame) -> bytes:
