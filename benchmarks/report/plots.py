@@ -112,22 +112,26 @@ class _SparseLogLabels(ScalarFormatter):
 
 
 def training_curves(curves: pd.DataFrame) -> bytes:
-    """Training loss against step per method (mean over seeds; columns method, step, loss)."""
+    """Training loss against step per method (mean over seeds; columns method, step, loss): the whole run, and
+    its second half where the methods separate. The legend lists methods by final loss, highest first, the
+    order in which the lines end."""
     methods = sorted(curves["method"].unique())
     style = _style(methods)
+    means = {m: curves[curves["method"] == m].groupby("step")["loss"].mean() for m in methods}
+    order = sorted(methods, key=lambda m: -means[m].iloc[-1])
+    last = max(int(mean.index.max()) for mean in means.values())
     with sns.axes_style("whitegrid"):
-        figure, ax = plt.subplots(figsize=(8.5, 4.8))
-    for method in methods:
-        mean = curves[curves["method"] == method].groupby("step")["loss"].mean()
-        ax.plot(mean.index, mean.values, color=style[method][0], label=method, linewidth=1.4)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_xlabel("training step")
-    ax.set_ylabel("training loss (BCE, log scale, mean over seeds)")
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    figure.tight_layout()
-    return _png(figure)
+        figure, axes = plt.subplots(1, 2, figsize=(13.0, 4.8))
+    for ax, start in zip(axes, (0, last // 2), strict=True):
+        for method in order:
+            mean = means[method][means[method].index >= start]
+            ax.plot(mean.index, mean.values, color=style[method][0], label=method, linewidth=1.4)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.set_xlabel("training step" if start == 0 else f"training step (from {start})")
+        ax.set_ylabel("training loss (BCE, log scale, mean over seeds)")
+    return _png_with_legend(figure, axes[0])
 
 
 def kind_heatmap(table: pd.DataFrame, title: str) -> bytes:
