@@ -8,6 +8,7 @@ import pandas as pd
 
 from benchmarks.report.markdown import Column, table
 from benchmarks.report.runs import aggregate, current_budget, default_config, leaderboard_runs, plain
+from methods.bridger import DEFAULT_NUM_STAGES
 
 
 @dataclass(frozen=True)
@@ -16,12 +17,15 @@ class Knob:
     key: str
     title: str
     examples: tuple[str, ...]  # values the page suggests when the knob has not been swept
+    default_text: str | None = None  # what the default means, where its value (None, ()) does not say
 
 
 KNOBS = (
     Knob("bridger", "width", "Bridger width (ladder dim)", ("32", "64", "128")),
-    Knob("bridger", "fusion_stages", "number of Bridgers (the last k of the candidate positions)", ("1", "2", "3")),
-    Knob("bridger", "image_stages", "Bridger positions (0-based image blocks)", ("1,3,5", "3,4,5")),
+    Knob("bridger", "fusion_stages", "number of Bridgers (the last k of the candidate positions)", ("1", "2", "3"),
+         f"all {DEFAULT_NUM_STAGES} candidates"),
+    Knob("bridger", "image_stages", "Bridger positions (0-based image blocks)", ("1,3,5", "3,4,5"),
+         "evenly spaced, ending at the last block"),
     Knob("lora", "rank", "LoRA rank", ("2", "4", "8", "16")),
     Knob("adapter", "bottleneck", "adapter width", ("16", "32", "64", "128")),
     Knob("prompt", "vision_tokens", "prompt length (vision tokens per block)", ("2", "4", "8", "16")),
@@ -37,7 +41,7 @@ def knob_runs(runs: pd.DataFrame, knob: Knob) -> pd.DataFrame:
 
 def knob_table(runs: pd.DataFrame, knob: Knob, splits: list[str]) -> str:
     agg = aggregate(runs, [*(f"{s}/mIoU" for s in splits), "trainable", "ratio_trainable"])
-    default = plain((default_config(knob.method) or {}).get(knob.key))
+    default = knob.default_text or plain((default_config(knob.method) or {}).get(knob.key))
     agg["value"] = [f"{default} (default)" if v == "default" else v.split("=", 1)[1] for v in agg["variant"]]
     agg = agg.sort_values(["trainable", "value"], kind="stable").reset_index(drop=True)
     columns = [Column("value", knob.key, left=True), Column("runs", "runs", left=True),
