@@ -200,3 +200,12 @@ def test_committed_reports_are_what_the_committed_results_give():
         assert committed.exists(), f"{committed} missing: run nox -s report"
         if relative.suffix == ".md":
             assert committed.read_bytes() == file_bytes(content), f"{committed} is stale: run nox -s report"
+
+
+def test_paired_table_differences_seed_by_seed_over_the_seeds_both_ran_ok(results):
+    page = build(results)[Path("fixture/leaderboard.md")]
+    paired = rows_of(page, "Paired by seed: difference to full")
+    # full has ok seeds 0 and 1 (40, 44; seed 2 diverged), frozen 25, 26, 27: seed 2 cannot be paired
+    assert paired["frozen"] == ["2", "-16.50 ± 2.12", "0 of 2"]
+    assert paired["lora"][:2] == ["0", "–"]  # no ok run to pair
+    assert list(paired) == ["frozen", "lora"]

@@ -10,7 +10,14 @@ import pandas as pd
 
 from benchmarks.report import plots
 from benchmarks.report.markdown import Column, table
-from benchmarks.report.runs import COST_COLUMNS, SPLIT_METRICS, aggregate, current_budget, leaderboard_runs
+from benchmarks.report.runs import (
+    COST_COLUMNS,
+    SPLIT_METRICS,
+    aggregate,
+    current_budget,
+    leaderboard_runs,
+    paired_differences,
+)
 
 PRECISIONS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
 BASELINE_TITLES = {"largest_object": "largest object (ignores the text)", "predict_all": "whole image"}
@@ -109,6 +116,8 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     ranked = [True] * len(rows) + [False] * len(base)
     lines += ["## Accuracy (%)", "", table(both, accuracy, rank_rows=ranked)]
 
+    lines += _paired(runs, rows["method"].iloc[0], search)
+
     precision = [Column("method", "method", left=True)]
     precision += [Column(f"{search}/{p}", p.replace("prec", "Prec"), best="max", with_std=True) for p in PRECISIONS]
     lines += [f"## Precision at IoU thresholds on {search} (%)", "", table(both, precision, rank_rows=ranked)]
@@ -167,6 +176,19 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     for name in figures:
         lines += [f"![{name}]({name})", "", captions[name], ""]
     return "\n".join(lines), figures
+
+
+def _paired(runs: pd.DataFrame, leader: str, split: str) -> list[str]:
+    """The paired-by-seed comparison with the top row, when some method shares a seed with it."""
+    diffs = paired_differences(runs, f"{split}/mIoU", leader)
+    if diffs.empty or not diffs["n"].gt(0).any():
+        return []
+    columns = [Column("method", "method", left=True), Column("n", "seeds", digits=0),
+               Column("diff", f"{split} mIoU minus {leader}'s", with_std=True), Column("wins", "seeds won", left=True)]
+    return [f"## Paired by seed: difference to {leader}", "",
+            "Each seed fixes the data order and initial draws for every method, so seeds move all methods "
+            "together; the difference taken seed by seed (mean ± std over the seeds both ran ok) shows which "
+            "gaps hold on every seed and which are noise.", "", table(diffs, columns)]
 
 
 def _baseline_levels(base: pd.DataFrame, split: str) -> list[tuple[float, str]]:
