@@ -175,4 +175,6 @@ def paired_differences(runs: pd.DataFrame, column: str, reference: str) -> pd.Da
         rows.append({"method": method, "n": len(diff), "diff": diff.mean() if len(diff) else math.nan,
                      "diff:std": diff.std(ddof=1) if len(diff) > 1 else math.nan,
                      "wins": f"{int((diff > 0).sum())} of {len(diff)}"})
+    if not rows:  # the reference is the only method
+        return pd.DataFrame(columns=["method", "n", "diff", "diff:std", "wins"])
     return pd.DataFrame(rows).sort_values(["diff", "method"], ascending=[False, True], na_position="last")
