@@ -128,5 +128,9 @@ def page(runs: pd.DataFrame, profiles: list[dict]) -> str:
                   "results/profile/paper-vitb16.json` to fill this table.", ""]
     else:
         lines += ["From `profile` documents in results/profile/ (random weights; FLOPs are 2 x multiply-adds; "
-                  "memory and speed only where they were measured on a device).", "", efficiency]
+                  "memory and speed only where they were measured on a device). Every method at its default "
+                  "options: Bridger at width 64, as in ETRIS's released configs (the paper's 1.39 M for ViT-B/16 "
+                  "corresponds to width 128). LoHa and LoKr count more inference FLOPs because peft builds the "
+                  "full-size weight update and applies it as an extra matrix product in every forward; merged "
+                  "into the weights they would cost what frozen does.", "", efficiency]
     return "\n".join(lines)
