@@ -66,12 +66,17 @@ def untrained_evaluation() -> dict:
     return {k: v for k, v in result.items() if k not in TIMING}
 
 
-def worker(rank: int, port: int, out: Path) -> None:
-    """One of the two processes: a full run, a run that diverges on rank 1 only, a run stopped after two steps
-    and resumed, an evaluation of fixed weights."""
+def as_torchrun_process(rank: int, port: int) -> None:
+    """The environment torchrun gives process `rank` of WORLD (env:// rendezvous on `port`), one thread each."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+
+
+def worker(rank: int, port: int, out: Path) -> None:
+    """One of the two processes: a full run, a run that diverges on rank 1 only, a run stopped after two steps
+    and resumed, an evaluation of fixed weights."""
+    as_torchrun_process(rank, port)
     decoder._SIZES["tiny"]["dropout"] = 0.0  # as the no_dropout fixture does in the test process
     dist.init_process_group("gloo")  # one group for every run: train.run joins it rather than making its own
     try:
@@ -129,9 +134,7 @@ def two_processes(tmp_path_factory) -> tuple[Path, list[dict]]:
 
 def failing_worker(rank: int, port: int, out: Path) -> None:
     """A run in which process 1 alone raises at its second step (a bug or a bad device, not a NaN)."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    as_torchrun_process(rank, port)
     real_step, steps = train.training_step, itertools.count(1)
 
     def broken(*args):

@@ -170,11 +170,10 @@ def paired_differences(runs: pd.DataFrame, column: str, reference: str) -> pd.Da
     by_seed = ok.pivot_table(index="seed", columns="method", values=column, aggfunc="first")
     rows = []
     for method in sorted(set(runs.loc[runs["variant"] == "default", "method"]) - {reference}):
-        both = by_seed[[method, reference]].dropna() if {method, reference} <= set(by_seed) else by_seed.iloc[0:0]
-        diff = both[method] - both[reference] if len(both) else pd.Series(dtype=float)
-        rows.append({"method": method, "n": len(diff), "diff": diff.mean() if len(diff) else math.nan,
-                     "diff:std": diff.std(ddof=1) if len(diff) > 1 else math.nan,
-                     "wins": f"{int((diff > 0).sum())} of {len(diff)}"})
+        paired = {method, reference} <= set(by_seed)
+        diff = (by_seed[method] - by_seed[reference]).dropna() if paired else pd.Series(dtype=float)
+        rows.append({"method": method, "n": len(diff), "diff": diff.mean(), "diff:std": diff.std(ddof=1),
+                     "wins": f"{int((diff > 0).sum())} of {len(diff)}"})  # mean / std of too few: NaN
     if not rows:  # the reference is the only method
         return pd.DataFrame(columns=["method", "n", "diff", "diff:std", "wins"])
     return pd.DataFrame(rows).sort_values(["diff", "method"], ascending=[False, True], na_position="last")
