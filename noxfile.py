@@ -1,39 +1,64 @@
-"""Nox sessions: thin wrappers over `python -m benchmarks`, all sharing one virtual environment.
+"""Nox sessions: thin wrappers over the `risbench` CLI (`python -m benchmarks`), sharing one virtual environment.
 
-Every session runs in `.nox/risbench` (override with RISBENCH_VENV). It is created on first use and
-re-installed only when pyproject.toml changes, so a second session starts in seconds.
+Every session but `tests_oldest` runs in `.nox/risbench` (override with RISBENCH_VENV). It is created on first
+use and re-installed only when pyproject.toml changes, so a second session starts in seconds. `tests_oldest`
+keeps its own environment with every direct dependency at the lowest version pyproject.toml allows.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
 VENV = Path(os.environ.get("RISBENCH_VENV", ROOT / ".nox" / "risbench"))
-STAMP = VENV / "risbench-install.sha256"
+OLDEST_VENV = ROOT / ".nox" / "risbench-oldest"
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "none"
 
 
-def _python() -> str:
-    """Create or refresh the shared environment and return its interpreter."""
-    python = VENV / "bin" / "python"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if python.exists() and STAMP.exists() and STAMP.read_text().strip() == digest:
+def lower_bounds() -> list[str]:
+    """`name==low` for every dependency of the project (and its dev extra) declared with a `>=` bound."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = []
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        match = re.match(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([^,;\s]+)", requirement)
+        if match:
+            pins.append(f"{match[1]}=={match[2]}")
+    return pins
+
+
+def _python(venv: Path = VENV, constraints: list[str] | None = None) -> str:
+    """Create or refresh an environment with the project installed editable; return its interpreter.
+
+    `constraints` pins packages (the oldest-versions environment); the environment is rebuilt whenever
+    pyproject.toml or the constraints change.
+    """
+    python = venv / "bin" / "python"
+    stamp = venv / "risbench-install.sha256"
+    pins = "\n".join(constraints or [])
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + pins.encode()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return str(python)
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
-    STAMP.write_text(digest + "\n")
+    extra: list[str] = []
+    if constraints:
+        pin_file = venv / "lower-bounds.txt"
+        pin_file.write_text(pins + "\n")
+        extra = ["-c", str(pin_file)]
+    subprocess.run([*pip, "-e", f"{ROOT}[dev]", *extra], check=True)
+    stamp.write_text(digest + "\n")
     return str(python)
 
 
@@ -41,11 +66,30 @@ def _cli(session: nox.Session, command: str) -> None:
     session.run(_python(), "-m", "benchmarks", command, *session.posargs, external=True)
 
 
+def _versions(python: str) -> str:
+    """The installed versions of the packages whose range pyproject.toml declares."""
+    names = [pin.split("==")[0] for pin in lower_bounds()]
+    code = ("import importlib.metadata as m, sys\n"
+            "print(', '.join(f'{n} {m.version(n)}' for n in sys.argv[1:]))")
+    return subprocess.run([python, "-c", code, *names], check=True, capture_output=True, text=True).stdout.strip()
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (CPU, offline). Extra arguments go to pytest."""
+    python = _python()
+    session.log(f"versions: {_versions(python)}")
     args = session.posargs or ["-n", "2", "--benchmark-disable"]
-    session.run(_python(), "-m", "pytest", *args, external=True)
+    session.run(python, "-m", "pytest", *args, external=True)
+
+
+@nox.session
+def tests_oldest(session: nox.Session) -> None:
+    """The test suite with every direct dependency at the lowest version pyproject.toml allows."""
+    python = _python(OLDEST_VENV, lower_bounds())
+    session.log(f"versions: {_versions(python)}")
+    args = session.posargs or ["-n", "2", "--benchmark-disable"]
+    session.run(python, "-m", "pytest", *args, external=True)
 
 
 @nox.session
@@ -64,6 +108,12 @@ def sweep(session: nox.Session) -> None:
 def report(session: nox.Session) -> None:
     """Leaderboards and plots from results/ into reports/."""
     _cli(session, "report")
+
+
+@nox.session
+def data(session: nox.Session) -> None:
+    """Look at a suite's dataset: `nox -s data -- preview --out runs/preview.png` or `nox -s data -- stats`."""
+    _cli(session, "data")
 
 
 @nox.session

@@ -1,4 +1,5 @@
-"""`python -m benchmarks <command>`: the one entry point that nox sessions, tests and scripts call."""
+"""`risbench <command>` (also `python -m benchmarks <command>`): the one entry point that nox sessions, tests and
+scripts call."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.list_methods:
         from benchmarks.listing import print_methods
 
-        print_methods()
+        print_methods(counts=args.counts)
         return 0
     if not args.method:
         raise UserError("bench needs --method NAME (see --list-methods)")
@@ -142,9 +143,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """The suite's own dataset, split and scene options: what its runs train and evaluate on."""
     from benchmarks.data import build_dataset
+    from benchmarks.suites import load_suite
 
-    dataset = build_dataset(args.dataset, args.split, args.image_size)
+    suite = load_suite(args.suite)
+    name = args.dataset or suite.dataset
+    options = suite.dataset_options if name == suite.dataset else {}
+    split = args.split or (suite.eval_splits[0] if name == suite.dataset else "val")
+    dataset = build_dataset(name, split, args.image_size or suite.image_size, options)
     if args.action == "preview":
         from benchmarks.data.preview import save_preview
 
@@ -156,7 +163,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     else:
         from benchmarks.data.preview import dataset_stats
 
-        print(f"{args.dataset} {args.split}: {len(dataset)} expressions")
+        source = f"suite {suite.name}" if name == suite.dataset else "default options"
+        print(f"{name} {split} ({source}): {len(dataset)} expressions")
         print(dataset_stats(dataset).to_string(index=False))
     return 0
 
@@ -186,7 +194,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="risbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="train and evaluate one method under a suite's budget")
@@ -198,16 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(bench)
     bench.add_argument("--force", action="store_true", help="re-run even if this run already finished")
     bench.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
-    bench.add_argument("--list-methods", action="store_true", help="list methods with parameter counts")
+    bench.add_argument("--list-methods", action="store_true", help="list methods with their options and defaults")
+    bench.add_argument("--counts", action="store_true",
+                       help="with --list-methods: trainable parameters on the default backbone and ViT-B/16 (slow)")
     bench.set_defaults(handler=cmd_bench)
 
     data = sub.add_parser("data", help="look at a dataset: preview grid or statistics")
     data.add_argument("action", choices=("preview", "stats"))
-    data.add_argument("--dataset", default="shapes")
-    data.add_argument("--split", default="val")
-    data.add_argument("--image-size", type=int, default=64)
+    data.add_argument("--suite", default="shapes", help="suite whose dataset and scene options to show")
+    data.add_argument("--dataset", help="another dataset than the suite's, with its default options")
+    data.add_argument("--split", help="default: the suite's first evaluation split")
+    data.add_argument("--image-size", type=int, help="default: the suite's image size")
     data.add_argument("-n", type=int, default=16, help="images in the preview")
-    data.add_argument("--out", default="preview.png", help="preview PNG path")
+    data.add_argument("--out", default=str(REPO / "runs" / "preview.png"),
+                      help="preview PNG path (default: runs/preview.png)")
     data.set_defaults(handler=cmd_data)
 
     pretrain = sub.add_parser("pretrain", help="rebuild the offline default backbone (contrastive, shapes captions)")

@@ -33,7 +33,13 @@ with warnings.catch_warnings():
         matmul_flop_jit,
     )
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    conv_backward_flop,
+    flop_registry,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
 
 aten = torch.ops.aten
 
@@ -140,13 +146,36 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, *args, out_shape=None,
     return part(0) + part(1) // groups
 
 
+def _cpu_attention_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _torch_counter_mapping() -> dict[Any, Callable[..., int]]:
+    """Formulas added to torch's counter: the grouped-convolution fix, and the CPU attention kernel, which
+    some torch releases in the allowed range (2.14) do not count at all. Where torch has its own formula
+    for an op it is kept, so nothing is counted twice."""
+    mapping: dict[Any, Callable[..., int]] = {aten.convolution_backward: _conv_backward_flop}
+    cpu_attention = {
+        "_scaled_dot_product_flash_attention_for_cpu": _cpu_attention_flop,
+        "_scaled_dot_product_flash_attention_for_cpu_backward": _cpu_attention_backward_flop,
+    }
+    for name, formula in cpu_attention.items():
+        op = getattr(aten, name, None)
+        if op is not None and op not in flop_registry:
+            mapping[op] = formula
+    return mapping
+
+
 def torch_flops(fn: Callable[[], Any]) -> int:
     """torch.utils.flop_counter's total for everything `fn` runs, a backward pass included (2 x MACs)."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with FlopCounterMode(display=False, custom_mapping={aten.convolution_backward: _conv_backward_flop}) \
-                as counter:
+        with FlopCounterMode(display=False, custom_mapping=_torch_counter_mapping()) as counter:
             fn()
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

@@ -79,17 +79,20 @@ def plan(store: ResultStore, suite: Suite, methods: Sequence[str], seeds: Sequen
          configs: dict[str, Any]) -> tuple[list[RunSpec], list[RunSpec], list[str]]:
     """(phase-1 jobs, phase-2 jobs that can run now, methods still waiting for their search).
 
-    Phase 2 lists every seed at the chosen rate; the first seed's run is the search run itself and is
-    skipped as finished.
+    Phase 2 lists the seeds at the chosen rate that the search has not already run (the first seed's run at
+    the chosen rate is a search run), so every run of the sweep is listed once.
     """
     phase1, phase2, waiting = [], [], []
     for method in methods:
-        phase1 += search_jobs(suite, method, configs[method])
+        searched = search_jobs(suite, method, configs[method])
+        phase1 += searched
         lr = chosen_lr(store, suite, method, configs[method])
         if lr is None:
             waiting.append(method)
-        else:
-            phase2 += [RunSpec(suite, method, configs[method], lr=lr, seed=seed) for seed in seeds]
+            continue
+        done = {(job.lr, job.seed) for job in searched}
+        phase2 += [RunSpec(suite, method, configs[method], lr=lr, seed=seed) for seed in seeds
+                   if (lr, seed) not in done]
     return phase1, phase2, waiting
 
 
@@ -106,20 +109,23 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
         raise UserError("sweep --set changes one method's options: give exactly one --method")
     seeds = list(seeds or suite.seeds)
     configs = {m: get_method(m).make_config(options or {}) for m in methods}
-    counts = {"skipped": 0, "ok": 0, "not ok": 0}
+    counts = {"skipped": 0, "to run": 0} if dry_run else {"skipped": 0, "ok": 0, "not ok": 0}
 
     def execute(jobs: list[RunSpec]) -> None:
         from benchmarks.train import run
 
         for job in shard.take(jobs):
             path = store.path_for(job)
-            if store.is_finished(job):
-                counts["skipped"] += 1
+            finished = store.is_finished(job)
+            if finished or dry_run:
+                counts["skipped" if finished else "to run"] += 1
+            if dry_run:  # the whole plan, finished runs included, so the counts can be checked line by line
+                status = "finished" if finished else "to run"
+                print(f"{status:>8}: {job.method} lr={job.lr:g} seed={job.seed} -> {path}", file=sys.stderr)
+            if finished or dry_run:
                 continue
             print(f"[shard {shard.index}/{shard.count}] {job.method} lr={job.lr:g} seed={job.seed} -> {path}",
                   file=sys.stderr)
-            if dry_run:
-                continue
             record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device, progress=progress,
                          checkpoints=Checkpointer.for_run(checkpoint_root, store, job),
                          checkpoint_every=checkpoint_every)

@@ -14,15 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip import pretrained as oc_pretrained
-from open_clip.convert import convert_state_dict
-from open_clip.factory import load_state_dict
-from open_clip.model import resize_pos_embed
-from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import VisionTransformer
 from torch import LongTensor, Tensor, nn
 
 from benchmarks.errors import UserError, did_you_mean
@@ -35,6 +28,8 @@ _configs_registered = False
 
 def register_model_configs() -> None:
     """Make the project's open_clip configs (e.g. risbench-tiny-vit) known to open_clip, once."""
+    import open_clip  # here, not at import: open_clip pulls in torchvision, and listing methods needs neither
+
     global _configs_registered
     if not _configs_registered:
         open_clip.add_model_config(MODEL_CONFIG_DIR)
@@ -43,6 +38,8 @@ def register_model_configs() -> None:
 
 def check_arch(arch: str) -> None:
     """An unknown architecture is a one-line error with the near names, not open_clip's whole list."""
+    import open_clip
+
     register_model_configs()
     known = open_clip.list_models()
     if arch not in known:
@@ -91,6 +88,8 @@ def resize_grid(pos: Tensor, size: tuple[int, int]) -> Tensor:
 
 def _checkpoint_path(config: BackboneConfig) -> tuple[Path, dict] | None:
     """Resolve config.pretrained to a file (downloading a tag if open_clip can) and its tag config."""
+    from open_clip import pretrained as oc_pretrained
+
     tag = config.pretrained
     if tag is None:
         return None
@@ -114,6 +113,11 @@ def _checkpoint_path(config: BackboneConfig) -> tuple[Path, dict] | None:
 
 def _load_weights(clip: nn.Module, path: Path) -> None:
     """open_clip's checkpoint loading plus the ResNet attnpool grid resize it lacks; weights become fp32."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.factory import load_state_dict
+    from open_clip.model import resize_pos_embed
+    from open_clip.modified_resnet import ModifiedResNet
+
     try:
         state = load_state_dict(str(path))
     except Exception as exc:
@@ -144,6 +148,8 @@ def _quiet_root_logger():
 
 
 def _build_clip(config: BackboneConfig) -> nn.Module:
+    import open_clip
+
     resolved = _checkpoint_path(config)
     tag_cfg = resolved[1] if resolved else {}
     with _quiet_root_logger():  # open_clip warns "no pretrained weights": we load them ourselves below
@@ -161,6 +167,10 @@ def _build_clip(config: BackboneConfig) -> nn.Module:
 
 class Backbone(nn.Module):
     def __init__(self, config: BackboneConfig) -> None:
+        import open_clip
+        from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.transformer import VisionTransformer
+
         super().__init__()
         self.config = config
         self.clip = _build_clip(config)

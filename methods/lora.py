@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import peft
+from typing import Any
 
 from benchmarks.errors import UserError
 from methods.model import RISModel
@@ -86,8 +85,10 @@ def exactly(names: Iterable[str]) -> str:
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
-def inject_peft(model: RISModel, config: TargetedConfig, make: Callable[[dict[str, str]], peft.PeftConfig]) -> None:
-    """Inject the peft config `make(name -> role)` into the CLIP module; other trainable flags survive.
+def inject_peft(model: RISModel, config: TargetedConfig, make: Callable[[Any, dict[str, str]], Any]) -> None:
+    """Inject the peft config `make(peft, name -> role)` into the CLIP module; other trainable flags survive.
+
+    peft is imported here, not with the registry: it loads transformers, which listing methods does not need.
 
     peft freezes everything but its adapters in the module it is given; a method applied earlier (a
     Bridger, trained position embeddings) must keep training, so its flags are restored afterwards.
@@ -95,8 +96,10 @@ def inject_peft(model: RISModel, config: TargetedConfig, make: Callable[[dict[st
     clip = model.backbone.clip
     chosen = select_linears(clip, config.towers, config.targets)
     keep = [p for p in model.parameters() if p.requires_grad]
+    import peft
+
     try:
-        peft.inject_adapter_in_model(make(chosen), clip, adapter_name="risbench")
+        peft.inject_adapter_in_model(make(peft, chosen), clip, adapter_name="risbench")
     except ValueError as exc:  # e.g. a block size that does not divide a layer's width
         raise UserError(f"peft cannot adapt {config.towers} x {','.join(config.targets)}: {exc}") from exc
     for param in keep:
@@ -106,14 +109,14 @@ def inject_peft(model: RISModel, config: TargetedConfig, make: Callable[[dict[st
 @register_method("lora", LoraMethodConfig, "peft LoRA (W + alpha/r BA) on the chosen Linears of both towers",
                  identity_at_init=True)
 def apply_lora(model: RISModel, config: LoraMethodConfig) -> None:
-    inject_peft(model, config, lambda chosen: peft.LoraConfig(
+    inject_peft(model, config, lambda peft, chosen: peft.LoraConfig(
         r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=exactly(chosen)))
 
 
 @register_method("dora", LoraMethodConfig, "peft DoRA: LoRA direction plus a learned per-row magnitude",
                  identity_at_init=True)
 def apply_dora(model: RISModel, config: LoraMethodConfig) -> None:
-    inject_peft(model, config, lambda chosen: peft.LoraConfig(
+    inject_peft(model, config, lambda peft, chosen: peft.LoraConfig(
         r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=exactly(chosen),
         use_dora=True))
 
@@ -121,7 +124,7 @@ def apply_dora(model: RISModel, config: LoraMethodConfig) -> None:
 @register_method("ia3", IA3MethodConfig, "peft (IA)^3: learned rescaling of keys, values, MLP activations",
                  identity_at_init=True)
 def apply_ia3(model: RISModel, config: IA3MethodConfig) -> None:
-    inject_peft(model, config, lambda chosen: peft.IA3Config(
+    inject_peft(model, config, lambda peft, chosen: peft.IA3Config(
         target_modules=exactly(chosen),
         feedforward_modules=exactly(name for name, role in chosen.items() if role in config.feedforward)))
 
@@ -129,14 +132,14 @@ def apply_ia3(model: RISModel, config: IA3MethodConfig) -> None:
 @register_method("loha", RankConfig, "peft LoHa: Hadamard product of two low-rank updates",
                  identity_at_init=True)
 def apply_loha(model: RISModel, config: RankConfig) -> None:
-    inject_peft(model, config, lambda chosen: peft.LoHaConfig(
+    inject_peft(model, config, lambda peft, chosen: peft.LoHaConfig(
         r=config.rank, alpha=config.alpha, target_modules=exactly(chosen)))
 
 
 @register_method("lokr", RankConfig, "peft LoKr: Kronecker product of a small and a low-rank factor",
                  identity_at_init=True)
 def apply_lokr(model: RISModel, config: RankConfig) -> None:
-    inject_peft(model, config, lambda chosen: peft.LoKrConfig(
+    inject_peft(model, config, lambda peft, chosen: peft.LoKrConfig(
         r=config.rank, alpha=config.alpha, target_modules=exactly(chosen)))
 
 
@@ -149,5 +152,5 @@ def apply_oft(model: RISModel, config: OFTMethodConfig) -> None:
     bad = sorted(w for w in widths if w % config.block_size)
     if bad:
         raise UserError(f"oft block_size {config.block_size} does not divide the targeted widths {bad}")
-    inject_peft(model, config, lambda chosen: peft.OFTConfig(
+    inject_peft(model, config, lambda peft, chosen: peft.OFTConfig(
         r=0, oft_block_size=config.block_size, target_modules=exactly(chosen)))

@@ -18,6 +18,7 @@ from benchmarks.cli import main
     (["bench", "--method", "full", "--lr", "0.5"], "outside suite 'shapes' lr_grid"),
     (["bench"], "needs --method"),
     (["data", "stats", "--dataset", "coco"], "unknown dataset 'coco'"),
+    (["data", "stats", "--suite", "smok"], "unknown suite 'smok'"),
     (["report", "--results", "{tmp}/no-such-results"], "does not exist"),
     (["sweep", "--shard", "2/2"], "--shard 2/2"),
     (["sweep", "--method", "lorra"], "unknown method"),
@@ -68,12 +69,38 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monke
     assert not out.exists() and not (tmp_path / "checkpoints").exists()
 
 
-def test_list_methods_prints_every_method_with_counts_on_both_backbones(capsys, monkeypatch):
+def test_list_methods_shows_every_option_with_its_default_without_building_a_model(capsys, monkeypatch):
+    import dataclasses
+
+    from methods import get_method, list_methods
+    from methods.model import RISModel
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the plain listing must not build models (it has to answer in seconds)")
+
+    monkeypatch.setattr(RISModel, "build", no_model)
+    assert main(["bench", "--list-methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in list_methods():
+        (row,) = [k for k, line in enumerate(lines) if line.split()[:1] == [name]]
+        options = lines[row + 1].split("options: ")[1]
+        fields = dataclasses.fields(get_method(name).config_cls)
+        assert options.split() == ([f"{f.name}={_typed(f.default)}" for f in fields] or ["none"])
+
+
+def _typed(default) -> str:
+    """A default as the user types it back after --set (and as the listing must print it)."""
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    return "none" if default is None else str(default)
+
+
+def test_list_methods_counts_every_method_on_both_backbones(capsys, monkeypatch):
     import benchmarks.listing as listing
     from methods import list_methods
 
     monkeypatch.setattr(listing, "LISTED_BACKBONES", (("risbench-tiny-vit", 64, 16, "tiny"),))
-    assert main(["bench", "--list-methods"]) == 0
+    assert main(["bench", "--list-methods", "--counts"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()[1:]]
     assert sorted(r[0] for r in rows) == list_methods()
@@ -81,3 +108,13 @@ def test_list_methods_prints_every_method_with_counts_on_both_backbones(capsys, 
     from model_helpers import build
 
     assert int(frozen[2]) == build().parameter_counts().decoder  # frozen trains the decoder only
+
+
+def test_listed_defaults_are_accepted_back_by_set():
+    """Every `key=value` the listing prints is valid input to `--set` and gives the default config."""
+    from benchmarks.listing import method_options
+    from methods import get_method, list_methods
+
+    for name in list_methods():
+        spec = get_method(name)
+        assert spec.make_config(method_options(name)) == spec.make_config()

@@ -33,6 +33,18 @@ def test_sdpa_is_counted():
     assert report.by_operator["scaled_dot_product_attention"] == 2 * 2 * 10 * 10 * 32 * 2
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_torch_counter_counts_attention_once(causal):
+    """The cross-check's own counter must see attention exactly once, forward and backward, on every torch in
+    the allowed range (2.14's counter has no formula for the CPU attention kernel)."""
+    q, k, v = (torch.randn(2, 4, 10, 8, requires_grad=True) for _ in range(3))
+    products = 2 * 2 * 4 * 10 * 10 * 8 * 2  # q.k^T and attn.v, 2 FLOPs per multiply-add
+    assert torch_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)) == products
+    backward = torch_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal).sum().backward())
+    # The backward's four gradient products, plus the recomputed scores where a flash kernel runs.
+    assert backward in (3 * products, 3 * products + products // 2)
+
+
 def test_mha_fast_path_cannot_hide_attention():
     """Frozen nn.MultiheadAttention in eval mode would take the fused fast path that no counter sees."""
     mha = nn.MultiheadAttention(32, 4, batch_first=True).eval().requires_grad_(False)

@@ -47,8 +47,7 @@ def test_search_waits_for_every_rate_then_picks_the_best_validation_miou(tmp_pat
     write(store, phase1[3], val=20.0)
     _, phase2, waiting = plan(store, SUITE, METHODS, SUITE.seeds, CONFIGS)
     assert waiting == []
-    assert [(j.method, j.lr, j.seed) for j in phase2] == [
-        ("frozen", 3e-3, 0), ("frozen", 3e-3, 1), ("lora", 3e-3, 0), ("lora", 3e-3, 1)]
+    assert [(j.method, j.lr, j.seed) for j in phase2] == [("frozen", 3e-3, 1), ("lora", 3e-3, 1)]  # seed 0 searched
 
 
 def test_shards_partition_the_jobs():
@@ -119,7 +118,7 @@ def test_concurrent_shards_write_every_record_once_and_leave_nothing_to_redo(tmp
                               checkpoint_root=tmp_path / "ckpt")
     assert sweep()["ok"] == len(expected) - len(files)
     assert sorted(p for p in out.rglob("*") if p.is_file()) == sorted(expected)
-    assert sweep() == {"skipped": 8, "ok": 0, "not ok": 0, "waiting": 0}  # 4 search runs + 4 in phase 2
+    assert sweep() == {"skipped": 6, "ok": 0, "not ok": 0, "waiting": 0}  # each run counted once
     assert not [p for p in (tmp_path / "ckpt").rglob("*") if p.is_file()]  # checkpoints go once recorded
 
 
@@ -143,6 +142,23 @@ def test_dry_run_lists_the_search_then_says_what_follows_and_writes_nothing(tmp_
     counts = run_sweep(SUITE, methods=METHODS, store=ResultStore(tmp_path / "results"), device=torch.device("cpu"),
                        checkpoint_root=tmp_path / "checkpoints", dry_run=True)
     err = capsys.readouterr().err
-    assert err.count("lr=") == 4 and "then the seeds of frozen, lora at the rate" in err
+    assert err.count("  to run: ") == 4 and "then the seeds of frozen, lora at the rate" in err
+    assert counts["to run"] == 4 and counts["skipped"] == 0
     assert "other shards" not in err
-    assert counts["ok"] == 0 and not (tmp_path / "results").exists()
+    assert not (tmp_path / "results").exists()
+
+
+def test_dry_run_lists_every_run_of_the_sweep_once_with_its_status(tmp_path, capsys):
+    store = ResultStore(tmp_path / "results")
+    phase1, _, _ = plan(store, SUITE, METHODS, SUITE.seeds, CONFIGS)
+    for job, score in zip(phase1, (40.0, 55.0, 30.0, 20.0), strict=True):
+        write(store, job, val=score)
+    counts = run_sweep(SUITE, methods=METHODS, store=store, device=torch.device("cpu"),
+                       checkpoint_root=tmp_path / "checkpoints", dry_run=True)
+    lines = capsys.readouterr().err.splitlines()
+    finished = [line for line in lines if line.startswith("finished: ")]
+    to_run = [line for line in lines if line.startswith("  to run: ")]
+    assert len(finished) == counts["skipped"] == 4  # the search runs, not listed again in phase 2
+    assert [line.split(" -> ")[0] for line in to_run] == ["  to run: frozen lr=0.003 seed=1",
+                                                          "  to run: lora lr=0.001 seed=1"]
+    assert counts == {"skipped": 4, "to run": 2, "waiting": 0}
