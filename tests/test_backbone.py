@@ -279,7 +279,7 @@ def test_pretrained_errors(tmp_path, monkeypatch) -> None:
     def offline(*args, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setattr("methods.backbone.oc_pretrained.download_pretrained", offline)
+    monkeypatch.setattr("open_clip.pretrained.download_pretrained", offline)
     with pytest.raises(UserError, match="no network or cache.*--pretrained"):
         Backbone(BackboneConfig(arch="ViT-B-16", pretrained="openai", image_size=96))
 
