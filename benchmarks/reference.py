@@ -9,6 +9,7 @@ explained by a named change of environment or is a reproducibility bug.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
@@ -23,6 +24,7 @@ TIMING_KEYS = ("eval_seconds", "images_per_second")  # wall clock: never expecte
 SPREAD_STDS = 2.0  # "inside the seed spread": within this many sample standard deviations of the seeds' mean
 COMPARED_METRICS = ("mIoU", "oIoU")
 EXACT = "matches the reference exactly"
+NOT_INSTALLED = "not installed"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Environment:
             threads = found.group(1) if found else "?"
         sha = meta.get("git_sha")
         code = (sha[:8] if sha else "?") + (" with local changes" if meta.get("git_dirty") else "")
-        packages = tuple(sorted((name, str(version)) for name, version in (meta.get("packages") or {}).items()))
+        packages = tuple(sorted((name, NOT_INSTALLED if version is None else str(version))
+                                for name, version in (meta.get("packages") or {}).items()))
         return cls(code=code, python=str(meta.get("python", "?")), packages=packages,
                    device=re.sub(r",? \d+ threads", "", device), threads=str(threads),
                    processes=str(meta.get("world_size", 1)))
@@ -66,8 +69,8 @@ def environment_differences(run: Environment, reference: Iterable[Environment]) 
             differences.append(f"{field.name} {mine} (reference: {', '.join(theirs)})")
     mine_packages = dict(run.packages)
     for name in sorted(set(mine_packages) | {n for env in reference for n, _ in env.packages}):
-        theirs = sorted({dict(env.packages).get(name, "not installed") for env in reference})
-        mine = mine_packages.get(name, "not installed")
+        theirs = sorted({dict(env.packages).get(name, NOT_INSTALLED) for env in reference})
+        mine = mine_packages.get(name, NOT_INSTALLED)
         if mine not in theirs:
             differences.append(f"{name} {mine} (reference: {', '.join(theirs)})")
     return differences
@@ -77,6 +80,11 @@ def metrics_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A record's results without the wall-clock fields: what the same seed and environment must repeat."""
     return {split: {k: v for k, v in values.items() if k not in TIMING_KEYS}
             for split, values in record["results"].items()}
+
+
+def same_metrics(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Every metric of every split equal, compared as their JSON text so that NaN equals NaN."""
+    return json.dumps(metrics_of(a), sort_keys=True) == json.dumps(metrics_of(b), sort_keys=True)
 
 
 def largest_difference(mine: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]]) -> str:
@@ -203,7 +211,7 @@ def compare(record: dict[str, Any], references: list[dict[str, Any]], where: str
     if same_seed:
         twin = same_seed[0]
         differences = environment_differences(mine, [Environment.of(twin)])
-        if metrics_of(record) == metrics_of(twin):
+        if same_metrics(record, twin):
             lines.append(f"  seed {info['seed']}: {EXACT}")
         else:
             moved = largest_difference(metrics_of(record), metrics_of(twin))

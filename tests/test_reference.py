@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -50,6 +51,15 @@ def test_same_seed_and_environment_with_equal_metrics_matches_exactly_even_if_ti
     lines = compare(mine, [reference, record(1, 42.0), record(2, 44.0)])
     assert f"seed 0: {EXACT}" in "\n".join(lines)
     assert lines[-1] == "  environment: the reference's code, packages, thread count and device"
+
+
+def test_nan_metrics_in_both_records_still_match_and_a_none_version_is_not_installed():
+    mine, reference = record(0, packages={**META["packages"], "peft": None}), record(0)
+    del reference["meta_info"]["packages"]["peft"]
+    for rec in (mine, reference):
+        rec["results"]["val"]["per_kind"]["attribute"] = math.nan
+    lines = compare(mine, [reference])
+    assert f"seed 0: {EXACT}" in "\n".join(lines) and lines[-1].endswith("thread count and device")
 
 
 def test_same_environment_different_metrics_is_reported_as_not_reproducible():
