@@ -11,6 +11,7 @@ from pathlib import Path
 from benchmarks.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
+RUNS_RESULTS = REPO / "runs" / "results"  # git-ignored: one's own runs; results/ is the committed reference
 
 
 def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
@@ -81,8 +82,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     speaks = distributed.is_main()  # under torchrun only rank 0 prints
     if store.is_finished(spec) and not args.force:
         if speaks:
+            finished = store.load(spec)
             print(f"already finished: {path} (use --force to run again)")
-            print_summary(store.load(spec))
+            print_summary(finished)
+            print_reference(finished, Path(args.reference), path)
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,8 +101,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 130
     if speaks:
         print_summary(record)
+        print_reference(record, Path(args.reference), path)
         print(f"record: {path}")
     return 0 if record["run_info"]["status"] == "ok" else 1
+
+
+def print_reference(record: dict, reference: Path, own_path: Path) -> None:
+    """The run beside the reference records of its configuration (benchmarks.reference)."""
+    from benchmarks.reference import compare, reference_records, seeds_by_rate
+
+    shown = reference.resolve()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    print("\n".join(compare(record, reference_records(reference, record, own_path), where=f"{shown}/",
+                             rates=seeds_by_rate(reference, record, own_path))))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -155,7 +170,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "preview":
         from benchmarks.data.preview import save_preview
 
-        out = Path(args.out)
+        out = Path(args.out)  # default under runs/, which git ignores: a clone stays clean
         if out.suffix.lower() != ".png":
             raise UserError(f"--out {out}: the preview is a PNG; give a path ending in .png")
         save_preview(dataset, args.n, out)
@@ -183,7 +198,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="change a suite budget key (needs --allow-budget-override)")
     parser.add_argument("--allow-budget-override", action="store_true",
                         help="accept budget changes; records are marked off_budget")
-    parser.add_argument("--out", default=str(REPO / "results"), help="results folder (default: results/)")
+    parser.add_argument("--out", default=str(RUNS_RESULTS),
+                        help="results folder (default: runs/results; `--out results` updates the committed reference)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     parser.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
@@ -205,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
     _add_run_arguments(bench)
     bench.add_argument("--force", action="store_true", help="re-run even if this run already finished")
+    bench.add_argument("--reference", default=str(REPO / "results"),
+                       help="records to compare the run with (default: results/, the committed reference)")
     bench.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
     bench.add_argument("--list-methods", action="store_true", help="list methods with their options and defaults")
     bench.add_argument("--counts", action="store_true",

@@ -64,5 +64,6 @@ def describe(device: torch.device) -> dict[str, object]:
         "python": platform.python_version(),
         "device": device_name(device),
         "device_type": device.type,
+        "threads": torch.get_num_threads(),  # CPU float results depend on it (reduction order)
         "world_size": distributed.world_size(),  # processes training data-parallel (torchrun), 1 without
     }

@@ -209,3 +209,17 @@ def test_paired_table_differences_seed_by_seed_over_the_seeds_both_ran_ok(result
     assert paired["frozen"] == ["2", "-16.50 ± 2.12", "0 of 2"]
     assert paired["lora"][:2] == ["0", "–"]  # no ok run to pair
     assert list(paired) == ["frozen", "lora"]
+
+
+def test_runs_of_seeds_outside_the_suite_are_counted_beside_the_leaderboard_not_in_it(results):
+    """`bench --seed 7` (and an interrupted or --force re-run of one) never moves a row silently."""
+    before = build(results)
+    write(results, make_record("full", seed=7, lr=1e-3, miou=90.0), "a")
+    write(results, make_record("frozen", seed=5, lr=3e-3, miou=1.0, status="interrupted"), "b")
+    after = build(results)
+    for name in ("fixture/leaderboard.md", "fixture/ablations.md", "paper.md"):
+        page = after[Path(name)]
+        if name == "fixture/leaderboard.md":
+            assert "2 runs of seeds outside the suite's seeds (5, 7) are not in the tables." in page
+            page = page.replace("\n2 runs of seeds outside the suite's seeds (5, 7) are not in the tables.", "")
+        assert page == before[Path(name)], name

@@ -213,9 +213,11 @@ def _memory_caption(runs: pd.DataFrame) -> str:
     return text
 
 
-def _provenance(runs: pd.DataFrame, runs_all: pd.DataFrame) -> list[str]:
+def _provenance(on_budget: pd.DataFrame, runs_all: pd.DataFrame) -> list[str]:
+    runs = on_budget[on_budget["suite_seed"]]
     if runs.empty:
-        return [f"No on-budget run records; {len(runs_all)} off-budget or older ones are not in the tables."]
+        return [f"No on-budget run records of the suite's seeds; {len(runs_all)} off-budget, other-seed or older "
+                "ones are not in the tables."]
     seconds = runs["train_seconds"].fillna(0).sum()
     seconds += sum(runs[c].fillna(0).sum() for c in runs.columns if c.endswith("/eval_seconds"))
     devices = ", ".join(sorted(runs["device"].unique()))
@@ -225,6 +227,10 @@ def _provenance(runs: pd.DataFrame, runs_all: pd.DataFrame) -> list[str]:
     off = int(runs_all["off_budget"].sum())
     if off:
         lines.append(f"{off} off-budget runs (budget settings overridden) are not in the tables.")
+    other_seeds = on_budget[~on_budget["suite_seed"]]
+    if len(other_seeds):
+        seeds = ", ".join(str(s) for s in sorted(other_seeds["seed"].unique()))
+        lines.append(f"{len(other_seeds)} runs of seeds outside the suite's seeds ({seeds}) are not in the tables.")
     older = int((~runs_all["off_budget"] & (runs_all["budget"] != runs["budget"].iloc[0])).sum())
     if older:
         lines.append(f"{older} records made under earlier settings of this suite are not in the tables.")

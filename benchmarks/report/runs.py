@@ -1,8 +1,9 @@
 """Run records as a pandas table, and the choice of which runs a leaderboard row stands for.
 
 A leaderboard row is one (suite, method, method config) at the learning rate its search chose; the
-search runs at the other rates stay in results/ but are not averaged in. Off-budget runs never enter a
-leaderboard. Every status is counted, so a method that diverged on one seed shows it.
+search runs at the other rates stay in results/ but are not averaged in. Off-budget runs and runs of seeds
+outside the suite's seeds (`bench --seed 7`) never enter a leaderboard: they are counted beside it. Every
+status is counted, so a method that diverged on one seed shows it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "lr": float(info["lr"]), "seed": info["seed"], "status": info["status"], "error": info["error"],
         "off_budget": bool(info["off_budget"]), "search_split": suite["lr_search_split"],
         "lr_grid": tuple(float(v) for v in suite["lr_grid"]), "suite_lr": float(suite["lr"]),
-        "first_seed": suite["seeds"][0], "steps_done": train["steps_done"], "curve": train.get("curve") or [],
+        "first_seed": suite["seeds"][0], "suite_seed": info["seed"] in suite["seeds"],
+        "steps_done": train["steps_done"], "curve": train.get("curve") or [],
         "device": meta.get("device", "?"), "git_sha": meta.get("git_sha"), "world_size": meta.get("world_size", 1),
         "memory_kind": cost.get("memory_kind"),
     }
@@ -122,11 +124,12 @@ def search_state(group: pd.DataFrame) -> tuple[dict[float, float | None], bool]:
 
 
 def leaderboard_runs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The runs each (suite, method, variant) row stands for: on-budget runs at the rate the search chose
-    (the suite's default rate when no search run is usable, as the sweep does), with `search_complete`."""
+    """The runs each (suite, method, variant) row stands for: on-budget runs of the suite's seeds at the rate
+    the search chose (the suite's default rate when no search run is usable, as the sweep does), with
+    `search_complete`."""
     if frame.empty:
         return frame
-    on_budget = frame[~frame["off_budget"]]
+    on_budget = frame[~frame["off_budget"] & frame["suite_seed"]]
     chosen = []
     for _, group in on_budget.groupby(["suite", "method", "variant"], sort=True):
         scores, complete = search_state(group)
