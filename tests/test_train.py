@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import benchmarks.train as train
+from benchmarks.per_expression import unpack
 from benchmarks.store import ResultStore, RunSpec, read_record
 from benchmarks.suites import load_suite
 from methods import get_method
@@ -31,6 +32,9 @@ def test_smoke_run_writes_a_complete_record(tmp_path):
     assert val["n"] == spec.suite.eval_limit
     for key in ("mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9"):
         assert 0 <= val[key] <= 100 and not math.isnan(val[key])
+    rows = unpack(val["per_expression"])
+    assert rows.index.tolist() == list(range(spec.suite.eval_limit))  # the suite's first expressions, in order
+    assert 100 * rows.iou.mean() == val["mIoU"]
     assert set(record["baselines"]["val"]) >= {"predict_all"}
     params = record["cost"]["params"]
     assert params["trainable"] == params["total"] - 1  # all but CLIP's contrastive logit scale
