@@ -37,7 +37,7 @@ def test_two_methods_from_the_same_distribution_tie_in_at_least_90_of_100_datase
         a, b = simulated_pair(rng, 0.0)
         order = ["a", "b"] if a.mean() >= b.mean() else ["b", "a"]
         scores = {"a": a, "b": b}
-        ranks = tie_groups(order, lambda x, y: not compare(scores[x], scores[y]).separated)
+        ranks = tie_groups(order, lambda x, y, s=scores: not compare(s[x], s[y]).separated)
         tied += ranks == {"a": 1, "b": 1}
     assert tied >= 90, tied
 
