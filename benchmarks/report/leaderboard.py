@@ -16,8 +16,8 @@ from benchmarks.report.runs import (
     aggregate,
     current_budget,
     leaderboard_runs,
-    paired_differences,
 )
+from benchmarks.report.statistics import SplitStats, annotate, basis_note, comparisons_table, split_stats
 
 PRECISIONS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
 BASELINE_TITLES = {"largest_object": "largest object (ignores the text)", "predict_all": "whole image"}
@@ -98,28 +98,34 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     lines = [f"# Leaderboard: `{suite_name}`", "", suite.get("description", ""), "",
              f"Budget: {_budget_line(suite)}", ""]
     lines += _provenance(budget[~budget["off_budget"]], runs_all)
-    lines += ["", f"Mean ± sample standard deviation over seeds at the chosen learning rate; `runs` counts every "
-              f"run of that row by status (failed or diverged runs are listed, and only `ok` runs enter the mean). "
-              f"Bold: best in the column. Sorted by {search} mIoU.", ""]
     figures: dict[str, bytes] = {}
     if rows.empty:
-        lines += ["No run records for this suite yet.", ""]
+        lines += ["", "No run records for this suite yet.", ""]
         return "\n".join(lines), figures
+    defaults = runs[runs["variant"] == "default"]
+    stats = [split_stats(dict(tuple(defaults.groupby("method"))), split) for split in splits]
+    rows = annotate(rows, "method", stats)
+    lines += ["", f"mIoU: mean over seeds at the chosen learning rate [95% confidence interval]. `rank`: tie groups "
+              f"on {search} mIoU: the best method and every method whose paired difference to it has an interval "
+              f"covering 0 share rank 1, and so on down. Bold: significantly best, i.e. alone in the first tie "
+              f"group of that split. oIoU and Prec@X are mean ± sample standard deviation over seeds, untested and "
+              f"never bold. `runs` counts every run of a row by status (failed or diverged runs are listed; only "
+              f"`ok` runs enter the statistics). Sorted by {search} mIoU.", "", basis_note(stats, "methods"), ""]
 
     accuracy = [Column("method", "method", left=True), Column("runs", "runs", left=True),
-                Column("lr", "lr", general=True)]
+                Column("lr", "lr", general=True), Column(f"{search}/rank", "rank", digits=0)]
     for split in splits:
-        accuracy += [Column(f"{split}/mIoU", f"{split} mIoU", best="max", with_std=True),
-                     Column(f"{split}/oIoU", f"{split} oIoU", best="max", with_std=True)]
+        accuracy += [Column(f"{split}/mIoU", f"{split} mIoU", interval=True, bold_if=f"{split}/mIoU:best"),
+                     Column(f"{split}/oIoU", f"{split} oIoU", with_std=True)]
     base = baseline_rows(runs, splits)
     both = pd.concat([rows, base], ignore_index=True)
     ranked = [True] * len(rows) + [False] * len(base)
     lines += ["## Accuracy (%)", "", table(both, accuracy, rank_rows=ranked)]
 
-    lines += _paired(runs, rows["method"].iloc[0], search)
+    lines += _comparisons(next(one for one in stats if one.split == search) if search in splits else None)
 
     precision = [Column("method", "method", left=True)]
-    precision += [Column(f"{search}/{p}", p.replace("prec", "Prec"), best="max", with_std=True) for p in PRECISIONS]
+    precision += [Column(f"{search}/{p}", p.replace("prec", "Prec"), with_std=True) for p in PRECISIONS]
     lines += [f"## Precision at IoU thresholds on {search} (%)", "", table(both, precision, rank_rows=ranked)]
 
     cost = [Column("method", "method", left=True),
@@ -178,17 +184,33 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     return "\n".join(lines), figures
 
 
-def _paired(runs: pd.DataFrame, leader: str, split: str) -> list[str]:
-    """The paired-by-seed comparison with the top row, when some method shares a seed with it."""
-    diffs = paired_differences(runs, f"{split}/mIoU", leader)
-    if diffs.empty or not diffs["n"].gt(0).any():
+def _comparisons(stats: SplitStats | None) -> list[str]:
+    """Each method against the leader and against its neighbour above in the ranking, paired."""
+    if stats is None or len(stats.order) < 2:
         return []
-    columns = [Column("method", "method", left=True), Column("n", "seeds", digits=0),
-               Column("diff", f"{split} mIoU minus {leader}'s", with_std=True), Column("wins", "seeds won", left=True)]
-    return [f"## Paired by seed: difference to {leader}", "",
-            "Each seed fixes the data order and initial draws for every method, so seeds move all methods "
-            "together; the difference taken seed by seed (mean ± std over the seeds both ran ok) shows which "
-            "gaps hold on every seed and which are noise.", "", table(diffs, columns)]
+    pairs = comparisons_table(stats)
+    pairs["paired on"] = [_paired_on(row) for _, row in pairs.iterrows()]
+    leader = stats.order[0]
+    columns = [Column("label", "method", left=True), Column("rank", "rank", digits=0),
+               Column("leader:diff", f"minus {leader}", interval=True),
+               Column("leader:poi", f"P(better than {leader})"), Column("wins", "seeds won", left=True),
+               Column("above:other", "neighbour above", left=True),
+               Column("above:diff", "minus neighbour", interval=True),
+               Column("above:poi", "P(better than neighbour)"), Column("paired on", "paired on", left=True)]
+    return [f"## Paired comparisons on {stats.split}", "",
+            f"{stats.split} mIoU differences (points) on the seeds and expressions both methods share, with 95% "
+            "intervals; P(better) is the probability of improvement: the chance that the method scores higher "
+            "than the other on a random shared seed and expression (ties count half; on seeds alone for records "
+            "without per-expression data). An interval covering 0 is a tie.", "", table(pairs, columns)]
+
+
+def _paired_on(row: pd.Series) -> str:
+    seeds, expressions = row.get("leader:seeds"), row.get("leader:expressions")
+    if pd.isna(seeds):
+        return "no shared ok seed"
+    if expressions == 1:
+        return f"{int(seeds)} seeds (no per-expression data)"
+    return f"{int(seeds)} seeds x {int(expressions)} expressions"
 
 
 def _baseline_levels(base: pd.DataFrame, split: str) -> list[tuple[float, str]]:
