@@ -47,7 +47,7 @@ def test_a_real_gap_is_bold_and_methods_from_one_distribution_share_a_rank(resul
     assert accuracy["full"][2] == "1" and accuracy["full"][3].startswith("**")
     assert accuracy["lora"][2] == accuracy["frozen"][2] == "2"  # tied: their interval covers 0
     assert not accuracy["lora"][3].startswith("**") and not accuracy["frozen"][3].startswith("**")
-    assert "predate" not in page
+    assert "predate per-expression" not in page
     paired = rows_of(page, "Paired comparisons on val")
     assert paired["lora"][-1] == paired["frozen"][-1] == f"3 seeds x {EXPRESSIONS} expressions"
     second, third = paired  # equal means: in name order

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.report import plots
+from benchmarks.report import anytime, plots
 from benchmarks.report.markdown import Column, table
 from benchmarks.report.runs import (
     COST_COLUMNS,
@@ -149,7 +149,13 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         lines += [f"`profiled` columns: `nox -s profile -- --suite {suite_name}` timed every method side by side "
                   f"in one process at batch {suite['batch_size']} on "
                   f"{side_by_side['profiled_device'].iloc[0]} (median of repeated rounds).", ""]
+    cap = _memory_cap(runs, rows)
+    if cap is not None:
+        rows = rows.merge(cap[1], on="method", how="left")
+        cost.append(Column("memory cap", f"memory cap {cap[0]:g} GB", left=True))
+        lines += [_memory_cap_caption(runs, cap), ""]
     lines += [table(rows, cost)]
+    lines += _anytime_section(runs, rows, suite, figures)
 
     failed = runs[runs["status"] != "ok"].sort_values(["method", "variant", "seed"])
     if len(failed):
@@ -161,8 +167,8 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
             Column("error", "error", left=True), Column("file", "record", left=True)])]
 
     figures["accuracy_vs_cost.png"] = plots.accuracy_vs_cost(
-        rows.assign(ratio_pct=rows["ratio_trainable"] * 100), f"{search}/mIoU", f"{search} mIoU (%)",
-        [("ratio_pct", "trainable parameters (% of total, log scale)", True),
+        rows.assign(added_pct=rows["ratio_added"] * 100), f"{search}/mIoU", f"{search} mIoU (%)",
+        [("added_pct", "added parameters / CLIP (%, symmetric log scale)", True),
          ("peak_memory_train_mb", "peak training memory (MB)", False)],
         _baseline_levels(base, search))
     curves = _curves(runs)
@@ -174,12 +180,15 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         heat.columns = kinds
         figures["per_kind.png"] = plots.kind_heatmap(heat, f"{search} mIoU by expression kind (mean over seeds)")
     lines += ["## Plots", ""]
-    captions = {"accuracy_vs_cost.png": "Methods ranked by accuracy, then accuracy against trainable-parameter "
-                "ratio and peak memory; error bars are the seed standard deviation, the dashed line the Pareto "
-                "front, dotted lines the trivial baselines.",
-                "training_curves.png": "Training loss (mean over seeds).",
+    captions = {"accuracy_vs_cost.png": "Methods ranked by accuracy, then accuracy against the parameters a method "
+                "adds to CLIP (the paper's measure; full fine-tuning and the frozen floor add none and sit at 0) and "
+                "peak memory; error bars are 95% intervals, the dashed line the Pareto front, dotted lines the "
+                "trivial baselines.",
+                "anytime.png": "Evaluation mIoU during training against cumulative training FLOPs and training "
+                "time: mean over seeds, band ± one standard deviation.",
+                "training_curves.png": "Training loss: mean over seeds, band ± one standard deviation.",
                 "per_kind.png": "mIoU per expression kind: which kinds of language each method handles."}
-    for name in figures:
+    for name in sorted(figures, key=list(captions).index):
         lines += [f"![{name}]({name})", "", captions[name], ""]
     return "\n".join(lines), figures
 
@@ -211,6 +220,53 @@ def _paired_on(row: pd.Series) -> str:
     if expressions == 1:
         return f"{int(seeds)} seeds (no per-expression data)"
     return f"{int(seeds)} seeds x {int(expressions)} expressions"
+
+
+def _memory_cap(runs: pd.DataFrame, rows: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
+    """(cap in GB, per method 'within' / 'over in k of n runs'), when the suite set a cap."""
+    caps = runs["memory_cap_gb"].dropna() if "memory_cap_gb" in runs else pd.Series(dtype=float)
+    if caps.empty:
+        return None
+    marks = []
+    for method in rows["method"]:
+        mine = runs[(runs["method"] == method) & (runs["variant"] == "default") & runs["status"].isin(["ok", "oom"])]
+        over = int((mine["over_memory_cap"].eq(True) | mine["status"].eq("oom")).sum())
+        marks.append({"method": method, "memory cap": f"**over in {over} of {len(mine)} runs**" if over else "within"})
+    return float(caps.max()), pd.DataFrame(marks)
+
+
+def _memory_cap_caption(runs: pd.DataFrame, cap: tuple[float, pd.DataFrame]) -> str:
+    over = [m for m, mark in zip(cap[1]["method"], cap[1]["memory cap"], strict=True) if mark != "within"]
+    cuda = runs["memory_kind"].eq("cuda_max_allocated").any()
+    where = ("enforced on CUDA (a run that needs more ends as `oom`)" if cuda
+             else "not enforceable on CPU: the measured peak is compared with it")
+    verdict = f"over it: {', '.join(over)}" if over else "every method stayed within it"
+    return f"Memory cap {cap[0]:g} GB, {where}; {verdict}."
+
+
+def _anytime_section(runs: pd.DataFrame, rows: pd.DataFrame, suite: dict[str, Any],
+                     figures: dict[str, bytes]) -> list[str]:
+    """Anytime curves (figure) and the compute-matched table, or why there are none."""
+    lines = ["## Accuracy at equal training compute", ""]
+    points = anytime.points(runs)
+    curves = anytime.mean_curves(points)
+    if not curves:
+        return lines + ["No anytime curves: these records predate evaluation during training (suite keys "
+                        "`eval_every`, `anytime_limit`), so only the equal-steps tables above exist.", ""]
+    split = runs["anytime_split"].dropna().iloc[0]
+    figures["anytime.png"] = plots.anytime_curves(points, split)
+    table_rows, named = anytime.matched_table(curves, list(rows["method"]))
+    columns = [Column("method", "method", left=True),
+               Column("gflops", "training GFLOPs per run", digits=0, thousands=True),
+               Column("end", "equal steps (end of run)")]
+    columns += [Column(f"budget{k}", f"at {name} ({gflops:,.0f} GFLOPs)") for k, (name, gflops) in enumerate(named)]
+    limit = suite.get("anytime_limit")
+    return lines + [
+        f"Every method trains the same steps x batch, but not at the same cost per step. Each run scored the first "
+        f"{limit} {split} expressions every {suite.get('eval_every') or 'steps // 10'} steps; the table reads each "
+        f"method's mean-over-seeds curve ({split} mIoU on that subset, %) at the same cumulative training FLOPs, "
+        "interpolated between evaluations. `*`: the run ended below that budget; its last value is shown. `–`: "
+        "the budget lies before the method's first evaluation.", "", table(table_rows, columns)]
 
 
 def _baseline_levels(base: pd.DataFrame, split: str) -> list[tuple[float, str]]:
