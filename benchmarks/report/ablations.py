@@ -54,8 +54,10 @@ def knob_table(runs: pd.DataFrame, knob: Knob, splits: list[str]) -> list[str]:
                Column("trainable", "trainable params", digits=0, thousands=True),
                Column("ratio_trainable", "trainable / total (%)", scale=100)]
     older = sorted({label for one in stats for label in one.seeds_only()})
-    note = [f"Intervals over seeds only for {', '.join(older)} (records without per-expression data)."] if older else []
-    return [table(agg, columns), *note]
+    if not older:
+        return [table(agg, columns)]
+    which = "every value" if len(older) == len(agg[agg["n"] > 0]) else ", ".join(older)
+    return [table(agg, columns), f"Intervals over seeds only for {which}: records without per-expression data.", ""]
 
 
 def page(suite: str, runs_all: pd.DataFrame, splits: list[str]) -> str:

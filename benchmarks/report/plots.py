@@ -94,7 +94,7 @@ def accuracy_vs_cost(agg: pd.DataFrame, metric: str, metric_title: str,
         if log:  # symmetric log: a method that adds nothing (full, frozen) sits at 0
             ax.set_xscale("symlog", linthresh=0.1, linscale=0.5)
             ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.set_xlim(left=-0.02)
+            ax.set_xlim(-0.02, max(1.0, 1.5 * float(agg[column].max())))
         ax.set_xlabel(title)
         ax.set_ylabel(metric_title)
         ax.set_title(f"{metric_title} against {title.split(' (')[0]}")
