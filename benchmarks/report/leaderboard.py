@@ -263,7 +263,8 @@ def _anytime_section(runs: pd.DataFrame, rows: pd.DataFrame, suite: dict[str, An
     limit = suite.get("anytime_limit")
     return lines + [
         f"Every method trains the same steps x batch, but not at the same cost per step. Each run scored the first "
-        f"{limit} {split} expressions every {suite.get('eval_every') or 'steps // 10'} steps; the table reads each "
+        f"{limit} {split} expressions every {suite.get('eval_every') or max(1, suite['steps'] // 10)} steps; the "
+        "table reads each "
         f"method's mean-over-seeds curve ({split} mIoU on that subset, %) at the same cumulative training FLOPs, "
         "interpolated between evaluations. `*`: the run ended below that budget; its last value is shown. `–`: "
         "the budget lies before the method's first evaluation.", "", table(table_rows, columns)]
