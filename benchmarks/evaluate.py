@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from benchmarks import distributed
 from benchmarks.data import collate
 from benchmarks.metrics import IoUMeter, logits_to_masks
+from benchmarks.per_expression import from_meter
 from methods.model import RISModel
 
 
@@ -26,12 +27,17 @@ def eval_subset(dataset: Dataset, limit: int) -> Dataset:
 @torch.no_grad()
 def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: float,
              device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """mIoU, oIoU, Prec@X (percent) and per-kind mIoU over `dataset`, plus inference throughput."""
+    """mIoU, oIoU, Prec@X (percent) and per-kind mIoU over `dataset`, inference throughput, and every
+    expression's counts (`per_expression`, packed)."""
     meter = IoUMeter()
+    items = item_indices(dataset)
     shard = distributed.shard(len(dataset))
     if len(shard) < len(dataset):
         dataset = Subset(dataset, shard)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    # its own generator: a DataLoader otherwise draws a seed from the global RNG, and an evaluation during
+    # training must leave the training's random stream untouched
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        generator=torch.Generator())
     was_training = model.training
     model.eval()
     seen, started = 0, time.perf_counter()
@@ -51,7 +57,13 @@ def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: f
     parts = distributed.gather((meter, seen, time.perf_counter() - started))
     meter = IoUMeter.merged(part[0] for part in parts)
     seen, elapsed = sum(part[1] for part in parts), max(part[2] for part in parts)
-    return {**meter.compute(), "eval_seconds": elapsed, "images_per_second": seen / elapsed if elapsed else None}
+    return {**meter.compute(), "eval_seconds": elapsed, "images_per_second": seen / elapsed if elapsed else None,
+            "per_expression": from_meter(meter, items)}
+
+
+def item_indices(dataset: Dataset) -> list[int]:
+    """The underlying dataset's index of each item of `dataset` (a Subset's indices, or 0..n-1)."""
+    return [int(i) for i in dataset.indices] if isinstance(dataset, Subset) else list(range(len(dataset)))
 
 
 def trivial_baselines(dataset: Dataset) -> dict[str, dict[str, Any]]:

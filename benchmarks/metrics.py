@@ -55,10 +55,17 @@ def logits_to_mask(logits: torch.Tensor, lb: Letterbox, threshold: float = THRES
 
 
 class IoUMeter:
-    """Accumulates per-expression IoU and the totals needed for mIoU, oIoU and Prec@t."""
+    """Accumulates per-expression IoU and the totals needed for mIoU, oIoU and Prec@t.
+
+    It keeps every expression's intersection, union and kind too, so a record can carry them and statistics
+    can be recomputed later (see benchmarks.per_expression).
+    """
 
     def __init__(self) -> None:
         self.ious: list[float] = []
+        self.intersections: list[int] = []
+        self.unions: list[int] = []
+        self.kinds: list[str | None] = []
         self.intersection = 0
         self.union = 0
         self._by_kind: dict[str, list[float]] = defaultdict(list)
@@ -74,6 +81,9 @@ class IoUMeter:
         union = int((p | t).sum())
         iou = 1.0 if union == 0 else inter / union
         self.ious.append(iou)
+        self.intersections.append(inter)
+        self.unions.append(union)
+        self.kinds.append(kind)
         self.intersection += inter
         self.union += union
         if kind is not None:
@@ -86,6 +96,9 @@ class IoUMeter:
         out = cls()
         for meter in meters:
             out.ious += meter.ious
+            out.intersections += meter.intersections
+            out.unions += meter.unions
+            out.kinds += meter.kinds
             out.intersection += meter.intersection
             out.union += meter.union
             for kind, ious in meter._by_kind.items():

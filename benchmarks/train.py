@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmarks import distributed, environment
+from benchmarks import distributed, environment, memory_cap
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
 from benchmarks.errors import UserError
@@ -166,20 +166,23 @@ class Progress:
     curve: list[dict[str, float]] = field(default_factory=list)  # mean loss per `log_every` steps
     window: list[float] = field(default_factory=list)  # losses since the last curve point
     seconds_before: float = 0.0  # training time spent before a resume
+    anytime: list[dict[str, float]] = field(default_factory=list)  # evaluations during training (anytime curve)
     started: float | None = None  # perf_counter() when this process started (or resumed) training
     stopped: float | None = None
+    evaluating: float = 0.0  # seconds since `started` spent on anytime evaluations: not training time
 
     @classmethod
     def resumed_from(cls, state: dict[str, Any]) -> Progress:
-        return cls(state["step"], state["curve"], state["window"], state["train_seconds"])
+        return cls(state["step"], state["curve"], state["window"], state["train_seconds"], state["anytime"])
 
     def seconds(self) -> float:
         if self.started is None:
             return self.seconds_before
-        return self.seconds_before + (self.stopped or time.perf_counter()) - self.started
+        return self.seconds_before + (self.stopped or time.perf_counter()) - self.started - self.evaluating
 
     def state(self) -> dict[str, Any]:
-        return {"step": self.step, "curve": self.curve, "window": self.window, "train_seconds": self.seconds()}
+        return {"step": self.step, "curve": self.curve, "window": self.window, "train_seconds": self.seconds(),
+                "anytime": self.anytime}
 
     def log(self, loss: float, suite: Suite, lr: float) -> bool:
         """Count one step; True when it closes a curve point."""
@@ -190,6 +193,14 @@ class Progress:
         self.curve.append({"step": self.step, "loss": float(np.mean(self.window)), "lr": lr})
         self.window = []
         return True
+
+    def anytime_due(self, suite: Suite) -> bool:
+        return self.step % suite.anytime_every == 0 or self.step == suite.steps
+
+    def add_anytime(self, miou: float, suite: Suite, evaluation_seconds: float) -> None:
+        self.evaluating += evaluation_seconds
+        self.anytime.append({"step": self.step, "images_seen": self.step * suite.batch_size,
+                             "train_seconds": self.seconds(), "mIoU": miou})
 
 
 def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch.optim.Optimizer,
@@ -205,6 +216,7 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
     # shift the dropout stream of a resumed run by one draw.
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                         generator=torch.Generator().manual_seed(spec.seed))
+    anytime_set = anytime_subset(suite)
     net.train()
     progress.started = time.perf_counter()
     bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
@@ -217,10 +229,30 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
         scheduler.step()
         if progress.log(loss, suite, optimizer.param_groups[0]["lr"]):
             bar.set_postfix(loss=f"{progress.curve[-1]['loss']:.4f}")
+        if progress.anytime_due(suite):
+            started = time.perf_counter()
+            scored = evaluate(model, anytime_set, batch_size=suite.batch_size, threshold=suite.threshold,
+                              device=device, autocast_dtype=amp)
+            progress.add_anytime(scored["mIoU"], suite, time.perf_counter() - started)
         if checkpoints and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < suite.steps:
             checkpoints.save(progress.step, model, optimizer, scheduler, progress.state())
     progress.stopped = time.perf_counter()
     bar.close()
+
+
+def anytime_subset(suite: Suite) -> torch.utils.data.Dataset:
+    """The fixed expressions scored during training: the first `anytime_size` of the search split."""
+    split = build_dataset(suite.dataset, suite.lr_search_split, suite.image_size, suite.dataset_options)
+    return eval_subset(split, suite.anytime_size)
+
+
+def anytime_record(suite: Suite, done: Progress, train_gflops_per_image: float | None) -> dict[str, Any]:
+    """The anytime curve as the record keeps it, with cumulative training FLOPs, and its best point."""
+    per_image = train_gflops_per_image
+    points = [{**p, "train_gflops": None if per_image is None else p["images_seen"] * per_image} for p in done.anytime]
+    best = max(points, key=lambda p: (p["mIoU"], -p["step"]), default=None)
+    return {"anytime": points, "anytime_split": suite.lr_search_split, "anytime_expressions": suite.anytime_size,
+            "best_anytime_step": best["step"] if best else None}
 
 
 def evaluate_splits(model: RISModel, suite: Suite, device: torch.device,
@@ -270,6 +302,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         counts, train_peak = None, None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        capped = memory_cap.apply(suite, device)
         amp = autocast_dtype(suite, device)
         done = Progress()
         model = optimizer = scheduler = None
@@ -313,6 +346,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                 "peak_memory_train_mb": train_peak[0],
                 "peak_memory_eval_mb": peak_memory_mb(device)[0],
                 "memory_kind": train_peak[1],
+                **memory_cap.report(suite, capped, train_peak[0]),
                 **(count_flops(spec) if status == "ok" and main else {})}
         record = make_record(spec, status, error, started_at, done, results, baselines, cost, device)
         if main:
@@ -355,6 +389,7 @@ def make_record(spec: RunSpec, status: str, error: str | None, started_at: str, 
             "final_loss": done.curve[-1]["loss"] if done.curve else None,
             "precision": "bf16" if autocast_dtype(suite, device) is not None else "fp32",
             "curve": done.curve,
+            **anytime_record(suite, done, cost.get("train_gflops_per_image")),
         },
         "results": results,
         "baselines": baselines,

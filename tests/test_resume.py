@@ -50,7 +50,8 @@ def comparable(record: dict) -> tuple:
     metrics = {s: {k: v for k, v in m.items() if k not in ("eval_seconds", "images_per_second")}
                for s, m in record["results"].items()}
     losses = [(c["step"], c["loss"]) for c in record["train_info"]["curve"]]
-    return metrics, losses
+    anytime = [(p["step"], p["images_seen"], p["mIoU"]) for p in record["train_info"]["anytime"]]
+    return metrics, losses, anytime
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
@@ -64,6 +65,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
     resumed = only_record(tmp_path / "killed")
     assert resumed["run_info"]["status"] == "ok"
     assert comparable(resumed) == comparable(reference)
+    assert [p["step"] for p in resumed["train_info"]["anytime"]] == list(range(6, 61, 6))  # points before the kill kept
     assert not list((tmp_path / "killed" / "ckpt").rglob("*.safetensors"))  # cleaned up once recorded
 
 

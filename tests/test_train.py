@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import benchmarks.train as train
+from benchmarks.per_expression import unpack
 from benchmarks.store import ResultStore, RunSpec, read_record
 from benchmarks.suites import load_suite
 from methods import get_method
@@ -27,10 +28,25 @@ def test_smoke_run_writes_a_complete_record(tmp_path):
     assert record["train_info"]["steps_done"] == spec.suite.steps
     assert record["train_info"]["images_seen"] == spec.suite.steps * spec.suite.batch_size
     assert [c["step"] for c in record["train_info"]["curve"]] == [1, 2, 3]
+    train_info = record["train_info"]  # smoke: 3 steps, so an anytime point at every step on the val subset
+    assert [p["step"] for p in train_info["anytime"]] == [1, 2, 3]
+    assert [p["images_seen"] for p in train_info["anytime"]] == [4, 8, 12]
+    flops = record["cost"]["train_gflops_per_image"]
+    assert [p["train_gflops"] for p in train_info["anytime"]] == [4 * flops, 8 * flops, 12 * flops]
+    seconds = [p["train_seconds"] for p in train_info["anytime"]]
+    assert 0 < seconds[0] < seconds[1] < seconds[2] <= train_info["train_seconds"]
+    assert train_info["anytime_expressions"] == min(spec.suite.anytime_limit, spec.suite.eval_limit)
+    best = max(train_info["anytime"], key=lambda p: p["mIoU"])
+    assert train_info["best_anytime_step"] == best["step"]
+    assert train_info["anytime"][-1]["mIoU"] == record["results"]["val"]["mIoU"]  # same weights, same expressions
+    assert record["cost"]["memory_cap_gb"] is None
     val = record["results"]["val"]
     assert val["n"] == spec.suite.eval_limit
     for key in ("mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9"):
         assert 0 <= val[key] <= 100 and not math.isnan(val[key])
+    rows = unpack(val["per_expression"])
+    assert rows.index.tolist() == list(range(spec.suite.eval_limit))  # the suite's first expressions, in order
+    assert 100 * rows.iou.mean() == val["mIoU"]
     assert set(record["baselines"]["val"]) >= {"predict_all"}
     params = record["cost"]["params"]
     assert params["trainable"] == params["total"] - 1  # all but CLIP's contrastive logit scale
@@ -58,6 +74,25 @@ def test_nan_loss_ends_as_diverged_with_its_record(tmp_path, monkeypatch):
     assert record["train_info"]["steps_done"] == 0 and record["results"] == {}
     assert read_record(store.path_for(spec))["run_info"]["status"] == "diverged"
     assert store.is_finished(spec)  # a divergence is the budget's outcome: a sweep does not re-roll it
+
+
+def test_a_memory_cap_on_cpu_is_reported_against_the_measured_peak(tmp_path):
+    spec = smoke_spec(memory_cap_gb=0.001)  # 1 MiB: any process exceeds it
+    cost = train.run(spec, ResultStore(tmp_path), device=CPU, progress=False)["cost"]
+    assert cost["memory_cap_gb"] == 0.001 and cost["memory_cap_enforced"] is False
+    assert cost["over_memory_cap"] is True and cost["peak_memory_train_mb"] > 1
+    roomy = train.run(smoke_spec(memory_cap_gb=1000.0), ResultStore(tmp_path), device=CPU, progress=False)["cost"]
+    assert roomy["over_memory_cap"] is False
+
+
+@pytest.mark.gpu
+def test_a_memory_cap_on_cuda_is_enforced_and_ends_as_oom(tmp_path):
+    spec = smoke_spec("full", memory_cap_gb=0.01)  # 10 MiB: the full model's weights alone do not fit
+    record = train.run(spec, ResultStore(tmp_path), device=torch.device("cuda"), progress=False)
+    assert record["run_info"]["status"] == "oom" and record["cost"]["memory_cap_enforced"] is True
+    assert record["results"] == {}
+    free = train.run(smoke_spec("full"), ResultStore(tmp_path / "free"), device=torch.device("cuda"), progress=False)
+    assert free["run_info"]["status"] == "ok"  # the cap of the previous run is lifted
 
 
 @pytest.mark.parametrize("schedule,expected", [("step", [1.0, 1.0, 0.1, 0.1]), ("constant", [1.0] * 4)])

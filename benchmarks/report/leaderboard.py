@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.report import plots
+from benchmarks.report import anytime, plots
 from benchmarks.report.markdown import Column, table
 from benchmarks.report.runs import (
     COST_COLUMNS,
@@ -16,8 +16,8 @@ from benchmarks.report.runs import (
     aggregate,
     current_budget,
     leaderboard_runs,
-    paired_differences,
 )
+from benchmarks.report.statistics import SplitStats, annotate, basis_note, comparisons_table, split_stats
 
 PRECISIONS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
 BASELINE_TITLES = {"largest_object": "largest object (ignores the text)", "predict_all": "whole image"}
@@ -98,28 +98,34 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     lines = [f"# Leaderboard: `{suite_name}`", "", suite.get("description", ""), "",
              f"Budget: {_budget_line(suite)}", ""]
     lines += _provenance(budget[~budget["off_budget"]], runs_all)
-    lines += ["", f"Mean ± sample standard deviation over seeds at the chosen learning rate; `runs` counts every "
-              f"run of that row by status (failed or diverged runs are listed, and only `ok` runs enter the mean). "
-              f"Bold: best in the column. Sorted by {search} mIoU.", ""]
     figures: dict[str, bytes] = {}
     if rows.empty:
-        lines += ["No run records for this suite yet.", ""]
+        lines += ["", "No run records for this suite yet.", ""]
         return "\n".join(lines), figures
+    defaults = runs[runs["variant"] == "default"]
+    stats = [split_stats(dict(tuple(defaults.groupby("method"))), split) for split in splits]
+    rows = annotate(rows, "method", stats)
+    lines += ["", f"mIoU: mean over seeds at the chosen learning rate [95% confidence interval]. `rank`: tie groups "
+              f"on {search} mIoU: the best method and every method whose paired difference to it has an interval "
+              f"covering 0 share rank 1, and so on down. Bold: significantly best, i.e. alone in the first tie "
+              f"group of that split. oIoU and Prec@X are mean ± sample standard deviation over seeds, untested and "
+              f"never bold. `runs` counts every run of a row by status (failed or diverged runs are listed; only "
+              f"`ok` runs enter the statistics). Sorted by {search} mIoU.", "", basis_note(stats, "methods"), ""]
 
     accuracy = [Column("method", "method", left=True), Column("runs", "runs", left=True),
-                Column("lr", "lr", general=True)]
+                Column("lr", "lr", general=True), Column(f"{search}/rank", "rank", digits=0)]
     for split in splits:
-        accuracy += [Column(f"{split}/mIoU", f"{split} mIoU", best="max", with_std=True),
-                     Column(f"{split}/oIoU", f"{split} oIoU", best="max", with_std=True)]
+        accuracy += [Column(f"{split}/mIoU", f"{split} mIoU", interval=True, bold_if=f"{split}/mIoU:best"),
+                     Column(f"{split}/oIoU", f"{split} oIoU", with_std=True)]
     base = baseline_rows(runs, splits)
     both = pd.concat([rows, base], ignore_index=True)
     ranked = [True] * len(rows) + [False] * len(base)
     lines += ["## Accuracy (%)", "", table(both, accuracy, rank_rows=ranked)]
 
-    lines += _paired(runs, rows["method"].iloc[0], search)
+    lines += _comparisons(next(one for one in stats if one.split == search) if search in splits else None)
 
     precision = [Column("method", "method", left=True)]
-    precision += [Column(f"{search}/{p}", p.replace("prec", "Prec"), best="max", with_std=True) for p in PRECISIONS]
+    precision += [Column(f"{search}/{p}", p.replace("prec", "Prec"), with_std=True) for p in PRECISIONS]
     lines += [f"## Precision at IoU thresholds on {search} (%)", "", table(both, precision, rank_rows=ranked)]
 
     cost = [Column("method", "method", left=True),
@@ -143,7 +149,13 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         lines += [f"`profiled` columns: `nox -s profile -- --suite {suite_name}` timed every method side by side "
                   f"in one process at batch {suite['batch_size']} on "
                   f"{side_by_side['profiled_device'].iloc[0]} (median of repeated rounds).", ""]
+    cap = _memory_cap(runs, rows)
+    if cap is not None:
+        rows = rows.merge(cap[1], on="method", how="left")
+        cost.append(Column("memory cap", f"memory cap {cap[0]:g} GB", left=True))
+        lines += [_memory_cap_caption(runs, cap), ""]
     lines += [table(rows, cost)]
+    lines += _anytime_section(runs, rows, suite, figures)
 
     failed = runs[runs["status"] != "ok"].sort_values(["method", "variant", "seed"])
     if len(failed):
@@ -155,8 +167,8 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
             Column("error", "error", left=True), Column("file", "record", left=True)])]
 
     figures["accuracy_vs_cost.png"] = plots.accuracy_vs_cost(
-        rows.assign(ratio_pct=rows["ratio_trainable"] * 100), f"{search}/mIoU", f"{search} mIoU (%)",
-        [("ratio_pct", "trainable parameters (% of total, log scale)", True),
+        rows.assign(added_pct=rows["ratio_added"] * 100), f"{search}/mIoU", f"{search} mIoU (%)",
+        [("added_pct", "added parameters / CLIP (%, symmetric log scale)", True),
          ("peak_memory_train_mb", "peak training memory (MB)", False)],
         _baseline_levels(base, search))
     curves = _curves(runs)
@@ -168,27 +180,94 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         heat.columns = kinds
         figures["per_kind.png"] = plots.kind_heatmap(heat, f"{search} mIoU by expression kind (mean over seeds)")
     lines += ["## Plots", ""]
-    captions = {"accuracy_vs_cost.png": "Methods ranked by accuracy, then accuracy against trainable-parameter "
-                "ratio and peak memory; error bars are the seed standard deviation, the dashed line the Pareto "
-                "front, dotted lines the trivial baselines.",
-                "training_curves.png": "Training loss (mean over seeds).",
+    captions = {"accuracy_vs_cost.png": "Methods ranked by accuracy, then accuracy against the parameters a method "
+                "adds to CLIP (the paper's measure; full fine-tuning and the frozen floor add none and sit at 0) and "
+                "peak memory; error bars are 95% intervals, the dashed line the Pareto front, dotted lines the "
+                "trivial baselines.",
+                "anytime.png": "Evaluation mIoU during training against cumulative training FLOPs and training "
+                "time: mean over seeds, band ± one standard deviation.",
+                "training_curves.png": "Training loss: mean over seeds, band ± one standard deviation.",
                 "per_kind.png": "mIoU per expression kind: which kinds of language each method handles."}
-    for name in figures:
+    for name in sorted(figures, key=list(captions).index):
         lines += [f"![{name}]({name})", "", captions[name], ""]
     return "\n".join(lines), figures
 
 
-def _paired(runs: pd.DataFrame, leader: str, split: str) -> list[str]:
-    """The paired-by-seed comparison with the top row, when some method shares a seed with it."""
-    diffs = paired_differences(runs, f"{split}/mIoU", leader)
-    if diffs.empty or not diffs["n"].gt(0).any():
+def _comparisons(stats: SplitStats | None) -> list[str]:
+    """Each method against the leader and against its neighbour above in the ranking, paired."""
+    if stats is None or len(stats.order) < 2:
         return []
-    columns = [Column("method", "method", left=True), Column("n", "seeds", digits=0),
-               Column("diff", f"{split} mIoU minus {leader}'s", with_std=True), Column("wins", "seeds won", left=True)]
-    return [f"## Paired by seed: difference to {leader}", "",
-            "Each seed fixes the data order and initial draws for every method, so seeds move all methods "
-            "together; the difference taken seed by seed (mean ± std over the seeds both ran ok) shows which "
-            "gaps hold on every seed and which are noise.", "", table(diffs, columns)]
+    pairs = comparisons_table(stats)
+    pairs["paired on"] = [_paired_on(row) for _, row in pairs.iterrows()]
+    leader = stats.order[0]
+    columns = [Column("label", "method", left=True), Column("rank", "rank", digits=0),
+               Column("leader:diff", f"minus {leader}", interval=True),
+               Column("leader:poi", f"P(better than {leader})"), Column("wins", "seeds won", left=True),
+               Column("above:other", "neighbour above", left=True),
+               Column("above:diff", "minus neighbour", interval=True),
+               Column("above:poi", "P(better than neighbour)"), Column("paired on", "paired on", left=True)]
+    return [f"## Paired comparisons on {stats.split}", "",
+            f"{stats.split} mIoU differences (points) on the seeds and expressions both methods share, with 95% "
+            "intervals; P(better) is the probability of improvement: the chance that the method scores higher "
+            "than the other on a random shared seed and expression (ties count half; on seeds alone for records "
+            "without per-expression data). An interval covering 0 is a tie.", "", table(pairs, columns)]
+
+
+def _paired_on(row: pd.Series) -> str:
+    seeds, expressions = row.get("leader:seeds"), row.get("leader:expressions")
+    if pd.isna(seeds):
+        return "no shared ok seed"
+    if expressions == 1:
+        return f"{int(seeds)} seeds (no per-expression data)"
+    return f"{int(seeds)} seeds x {int(expressions)} expressions"
+
+
+def _memory_cap(runs: pd.DataFrame, rows: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
+    """(cap in GB, per method 'within' / 'over in k of n runs'), when the suite set a cap."""
+    caps = runs["memory_cap_gb"].dropna() if "memory_cap_gb" in runs else pd.Series(dtype=float)
+    if caps.empty:
+        return None
+    marks = []
+    for method in rows["method"]:
+        mine = runs[(runs["method"] == method) & (runs["variant"] == "default") & runs["status"].isin(["ok", "oom"])]
+        over = int((mine["over_memory_cap"].eq(True) | mine["status"].eq("oom")).sum())
+        marks.append({"method": method, "memory cap": f"**over in {over} of {len(mine)} runs**" if over else "within"})
+    return float(caps.max()), pd.DataFrame(marks)
+
+
+def _memory_cap_caption(runs: pd.DataFrame, cap: tuple[float, pd.DataFrame]) -> str:
+    over = [m for m, mark in zip(cap[1]["method"], cap[1]["memory cap"], strict=True) if mark != "within"]
+    cuda = runs["memory_kind"].eq("cuda_max_allocated").any()
+    where = ("enforced on CUDA (a run that needs more ends as `oom`)" if cuda
+             else "not enforceable on CPU: the measured peak is compared with it")
+    verdict = f"over it: {', '.join(over)}" if over else "every method stayed within it"
+    return f"Memory cap {cap[0]:g} GB, {where}; {verdict}."
+
+
+def _anytime_section(runs: pd.DataFrame, rows: pd.DataFrame, suite: dict[str, Any],
+                     figures: dict[str, bytes]) -> list[str]:
+    """Anytime curves (figure) and the compute-matched table, or why there are none."""
+    lines = ["## Accuracy at equal training compute", ""]
+    points = anytime.points(runs)
+    curves = anytime.mean_curves(points)
+    if not curves:
+        return lines + ["No anytime curves: these records predate evaluation during training (suite keys "
+                        "`eval_every`, `anytime_limit`), so only the equal-steps tables above exist.", ""]
+    split = runs["anytime_split"].dropna().iloc[0]
+    figures["anytime.png"] = plots.anytime_curves(points, split)
+    table_rows, named = anytime.matched_table(curves, list(rows["method"]))
+    columns = [Column("method", "method", left=True),
+               Column("gflops", "training GFLOPs per run", digits=0, thousands=True),
+               Column("end", "equal steps (end of run)")]
+    columns += [Column(f"budget{k}", f"at {name} ({gflops:,.0f} GFLOPs)") for k, (name, gflops) in enumerate(named)]
+    limit = suite.get("anytime_limit")
+    return lines + [
+        f"Every method trains the same steps x batch, but not at the same cost per step. Each run scored the first "
+        f"{limit} {split} expressions every {suite.get('eval_every') or max(1, suite['steps'] // 10)} steps; the "
+        "table reads each "
+        f"method's mean-over-seeds curve ({split} mIoU on that subset, %) at the same cumulative training FLOPs, "
+        "interpolated between evaluations. `*`: the run ended below that budget; its last value is shown. `–`: "
+        "the budget lies before the method's first evaluation.", "", table(table_rows, columns)]
 
 
 def _baseline_levels(base: pd.DataFrame, split: str) -> list[tuple[float, str]]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 DASH = "–"
@@ -25,6 +26,8 @@ class Column:
     thousands: bool = False
     left: bool = False  # text columns read better left-aligned
     general: bool = False  # '%g' (learning rates: 3e-05, not 0.0000)
+    interval: bool = False  # append the confidence interval from the `KEY:low` and `KEY:high` columns
+    bold_if: str | None = None  # bold the cells whose row has True in this column (instead of `best`)
 
     def text(self, row: pd.Series) -> str:
         value = row.get(self.key)
@@ -38,7 +41,14 @@ class Column:
         std = row.get(f"{self.key}:std")
         if self.with_std and not _missing(std):
             shown += f" ± {std * self.scale:.{self.digits}f}"
+        low, high = row.get(f"{self.key}:low"), row.get(f"{self.key}:high")
+        if self.interval and not (_missing(low) or _missing(high)):
+            shown += f" [{low * self.scale:.{self.digits - 1}f}, {high * self.scale:.{self.digits - 1}f}]"
         return shown
+
+
+def _flag(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_)) and bool(value)
 
 
 def _missing(value: Any) -> bool:
@@ -47,10 +57,16 @@ def _missing(value: Any) -> bool:
 
 def table(frame: pd.DataFrame, columns: Sequence[Column], *, rank_rows: Sequence[bool] | None = None) -> str:
     """A GitHub markdown table; for columns with `best`, the best value among `rank_rows` is bold
-    (ties all bold, compared at the shown precision so bold never contradicts what the reader sees)."""
+    (ties all bold, compared at the shown precision so bold never contradicts what the reader sees); for
+    columns with `bold_if`, the rows that column marks."""
     rank_rows = list(rank_rows) if rank_rows is not None else [True] * len(frame)
     cells = [[c.text(row) for c in columns] for _, row in frame.iterrows()]
     for j, column in enumerate(columns):
+        if column.bold_if is not None:
+            for i, (rank, (_, row)) in enumerate(zip(rank_rows, frame.iterrows(), strict=True)):
+                if rank and _flag(row.get(column.bold_if)):
+                    cells[i][j] = f"**{cells[i][j]}**"
+            continue
         if column.best is None:
             continue
         shown = [_rounded(row.get(column.key), column) if rank else None

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.per_expression import PerExpression, unpack
 from benchmarks.store import STATUSES
 from benchmarks.sweep import pick_lr
 from methods import get_method, list_methods
@@ -77,7 +78,9 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "first_seed": suite["seeds"][0], "suite_seed": info["seed"] in suite["seeds"],
         "steps_done": train["steps_done"], "curve": train.get("curve") or [],
         "device": meta.get("device", "?"), "git_sha": meta.get("git_sha"), "world_size": meta.get("world_size", 1),
-        "memory_kind": cost.get("memory_kind"),
+        "memory_kind": cost.get("memory_kind"), "memory_cap_gb": cost.get("memory_cap_gb"),
+        "over_memory_cap": cost.get("over_memory_cap"), "anytime": train.get("anytime") or [],
+        "anytime_split": train.get("anytime_split"),
     }
     params = cost.get("params") or {}
     row.update({k: params.get(k) for k in ("trainable", "total", "ratio_trainable", "added", "ratio_added")})
@@ -85,12 +88,24 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     row.update({k: train.get(k) for k in ("train_seconds", "images_per_second")})
     for split, metrics in record["results"].items():
         row.update({f"{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
+        row[f"{split}/per_expression"] = _per_expression(path, split, metrics)
         row.update({f"{split}/kind/{kind}": v for kind, v in metrics.get("per_kind", {}).items()})
         row[f"{split}/eval_seconds"] = metrics.get("eval_seconds")
     for split, baselines in record.get("baselines", {}).items():
         for name, metrics in baselines.items():
             row.update({f"baseline:{name}/{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
     return row
+
+
+def _per_expression(path: Path, split: str, metrics: dict[str, Any]) -> PerExpression | None:
+    """The split's per-expression arrays; None for records made before they were kept, or unreadable ones."""
+    if "per_expression" not in metrics:
+        return None
+    try:
+        return unpack(metrics["per_expression"])
+    except ValueError as exc:
+        warnings.warn(f"{path}: {split} per-expression data ignored: {exc}", stacklevel=2)
+        return None
 
 
 def _fingerprint(suite: dict[str, Any]) -> str:
@@ -162,21 +177,3 @@ def aggregate(runs: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
             row[f"{column}:std"] = values.std(ddof=1) if len(values) > 1 else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def paired_differences(runs: pd.DataFrame, column: str, reference: str) -> pd.DataFrame:
-    """Per method's default config, `column` minus the reference method's, seed by seed over the seeds both ran
-    ok: mean, sample std, n and the seeds won. A seed fixes the data order and initial draws for every method,
-    so the seed-to-seed spread they share cancels in the difference and the comparison is sharper than the
-    unpaired mean ± std."""
-    ok = runs[(runs["status"] == "ok") & (runs["variant"] == "default")]
-    by_seed = ok.pivot_table(index="seed", columns="method", values=column, aggfunc="first")
-    rows = []
-    for method in sorted(set(runs.loc[runs["variant"] == "default", "method"]) - {reference}):
-        paired = {method, reference} <= set(by_seed)
-        diff = (by_seed[method] - by_seed[reference]).dropna() if paired else pd.Series(dtype=float)
-        rows.append({"method": method, "n": len(diff), "diff": diff.mean(), "diff:std": diff.std(ddof=1),
-                     "wins": f"{int((diff > 0).sum())} of {len(diff)}"})  # mean / std of too few: NaN
-    if not rows:  # the reference is the only method
-        return pd.DataFrame(columns=["method", "n", "diff", "diff:std", "wins"])
-    return pd.DataFrame(rows).sort_values(["diff", "method"], ascending=[False, True], na_position="last")

@@ -60,20 +60,25 @@ class Suite:
     threshold: float = 0.35
     seeds: tuple[int, ...] = (0, 1, 2)
     log_every: int = 10
+    # anytime curve: every `eval_every` steps (0: steps // 10, about 10 points per run) and at the last step,
+    # score the first `anytime_limit` expressions of lr_search_split (a fixed subset, at most eval_limit)
+    eval_every: int = 0
+    anytime_limit: int = 200
+    memory_cap_gb: float = 0.0  # 0 = no cap; enforced on CUDA (out of memory is the outcome `oom`), reported on CPU
 
     def __post_init__(self) -> None:
         def bad(field_name: str, why: str) -> UserError:
             return UserError(f"suite '{self.name}': {field_name} {why}")
 
-        for key in ("image_size", "text_len", "batch_size", "steps", "log_every"):
+        for key in ("image_size", "text_len", "batch_size", "steps", "log_every", "anytime_limit"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(key, f"must be a positive integer, got {value!r}")
-        for key in ("eval_limit", "warmup_steps"):
+        for key in ("eval_limit", "warmup_steps", "eval_every"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 0:
                 raise bad(key, f"must be a non-negative integer, got {value!r}")
-        for key in ("lr", "weight_decay", "grad_clip", "lr_drop_at", "threshold"):
+        for key in ("lr", "weight_decay", "grad_clip", "lr_drop_at", "threshold", "memory_cap_gb"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise bad(key, f"must be a finite number >= 0, got {value!r}")
@@ -104,6 +109,15 @@ class Suite:
         if self.lr_search_split not in self.eval_splits:
             raise bad("lr_search_split", f"{self.lr_search_split!r} must be one of eval_splits "
                       f"({', '.join(self.eval_splits)}): the learning-rate search scores runs on it")
+
+    @property
+    def anytime_every(self) -> int:
+        """Steps between evaluations during training."""
+        return self.eval_every or max(1, self.steps // 10)
+
+    @property
+    def anytime_size(self) -> int:
+        return min(self.anytime_limit, self.eval_limit) if self.eval_limit else self.anytime_limit
 
     def check(self) -> None:
         """Refuse, before any work, what only the dataset, open_clip or the disk can tell is wrong.
