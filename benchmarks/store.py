@@ -44,7 +44,7 @@ class RunSpec:
     def config(self) -> dict[str, Any]:
         """The canonical resolved configuration (seed excluded) that the config hash covers."""
         return {
-            "suite": self.suite.to_dict(),
+            "suite": self.suite.identity(),
             "method": self.method,
             "method_config": dataclasses.asdict(self.method_config),
             "lr": self.lr,

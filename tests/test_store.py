@@ -64,3 +64,25 @@ def test_atomic_writes_leave_no_partial_or_temporary_files(tmp_path):
     files = sorted(tmp_path.iterdir())
     assert len(files) == 100 and all(f.suffix == ".json" for f in files)
     assert all(read_record(f)["run_info"]["status"] == "ok" for f in files)
+
+
+def test_committed_records_are_still_the_runs_the_current_suite_would_make():
+    """Adding a suite key must not orphan the committed records: a run of the committed shapes suite with a
+    record's method options and rate has that record's identity (so sweeps skip it and bench compares with it)."""
+    from benchmarks.store import DEFAULT_RESULTS, RunSpec
+    from benchmarks.suites import load_suite
+    from methods import get_method
+
+    suite = load_suite("shapes")
+    paths = sorted((DEFAULT_RESULTS / "shapes").rglob("*.json"))
+    assert paths, "the committed shapes records are missing"
+    current = 0
+    for path in paths:
+        info = json.loads(path.read_text())["run_info"]
+        if info["off_budget"] or info["config"]["suite"]["steps"] != suite.steps:
+            continue
+        config = get_method(info["method"]).make_config(info["method_config"])
+        spec = RunSpec(suite, info["method"], config, lr=info["lr"], seed=info["seed"])
+        assert spec.config_hash == info["config_hash"], path
+        current += 1
+    assert current >= 36  # 12 methods x 3 seeds at least

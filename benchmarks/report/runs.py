@@ -20,6 +20,7 @@ import pandas as pd
 
 from benchmarks.per_expression import PerExpression, unpack
 from benchmarks.store import STATUSES
+from benchmarks.suites import identity_of
 from benchmarks.sweep import pick_lr
 from methods import get_method, list_methods
 
@@ -110,7 +111,7 @@ def _per_expression(path: Path, split: str, metrics: dict[str, Any]) -> PerExpre
 
 def _fingerprint(suite: dict[str, Any]) -> str:
     """Short hash of a suite's resolved settings: records made under an edited suite file differ here."""
-    return hashlib.sha256(json.dumps(suite, sort_keys=True).encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(identity_of(suite), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def current_budget(frame: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,11 @@ from benchmarks.coerce import coerce, field_types
 from benchmarks.data import check_dataset, check_dataset_name, check_split
 from benchmarks.errors import UserError, did_you_mean
 
+# Keys added after records were first committed, with the value every earlier run had in effect. They only
+# watch a run (evaluation during training on its own random stream, a memory cap that no earlier run hit),
+# so at these values they leave a run's identity alone: earlier records stay the same runs.
+ADDED_KEY_DEFAULTS: dict[str, Any] = {"eval_every": 0, "anytime_limit": 200, "memory_cap_gb": 0.0}
+
 SUITE_DIR = Path(__file__).parent
 REPO_ROOT = SUITE_DIR.parent.parent
 PRECISIONS = ("fp32", "bf16")
@@ -154,6 +159,10 @@ class Suite:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The settings that identify a run (see `identity_of`)."""
+        return identity_of(self.to_dict())
+
     def replace(self, overrides: dict[str, Any]) -> Suite:
         """A copy with budget keys changed; values are coerced to the field's type."""
         known = field_types(Suite)
@@ -165,6 +174,11 @@ class Suite:
                 value = _inline_table(key, value)
             changes[key] = coerce(value, known[key], key)
         return dataclasses.replace(self, **changes)
+
+
+def identity_of(suite: dict[str, Any]) -> dict[str, Any]:
+    """A suite's settings (as a record stores them) without the later-added keys at their earlier values."""
+    return {k: v for k, v in suite.items() if k not in ADDED_KEY_DEFAULTS or v != ADDED_KEY_DEFAULTS[k]}
 
 
 def _inline_table(key: str, text: str) -> dict[str, Any]:
