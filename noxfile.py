@@ -117,6 +117,18 @@ def data(session: nox.Session) -> None:
 
 
 @nox.session
+def predict(session: nox.Session) -> None:
+    """A saved model's mask for one expression: `nox -s predict -- --model DIR --index 12 --out runs/mask.png`."""
+    _cli(session, "predict")
+
+
+@nox.session
+def evaluate(session: nox.Session) -> None:
+    """Evaluate a saved model again: `nox -s evaluate -- --model DIR --split testB --limit 0`."""
+    _cli(session, "evaluate")
+
+
+@nox.session
 def pretrain(session: nox.Session) -> None:
     """Rebuild the offline default backbone from shapes captions."""
     _cli(session, "pretrain")

@@ -41,7 +41,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def trained_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """What training can change: trainable parameters and every buffer (e.g. BatchNorm statistics)."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n for n, _ in model.named_buffers()}
@@ -66,7 +66,7 @@ class Checkpointer:
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: Any, progress: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.folder / f"step-{step}.safetensors", save(_weights(model)))
+        atomic_write_bytes(self.folder / f"step-{step}.safetensors", save(trained_weights(model)))
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "rng": rng_state(), "progress": progress}
         buffer = io.BytesIO()

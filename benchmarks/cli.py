@@ -58,6 +58,12 @@ def resolve_spec(args: argparse.Namespace):
                    off_budget=off_budget)
 
 
+def models_root(args: argparse.Namespace) -> Path:
+    from benchmarks.saved_model import default_models_root
+
+    return Path(args.models_dir) if args.models_dir else default_models_root()
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.list_methods:
         from benchmarks.listing import print_methods
@@ -71,6 +77,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import distributed
     from benchmarks.checkpoint import Checkpointer
     from benchmarks.environment import resolve_device
+    from benchmarks.saved_model import folder_for
     from benchmarks.store import ResultStore
     from benchmarks.summary import print_summary
     from benchmarks.train import run, sigterm_as_interrupt
@@ -90,10 +97,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoints = Checkpointer.for_run(Path(args.checkpoint_dir), store, spec)
+    model_dir = folder_for(models_root(args), store, spec) if args.save_model else None
     try:
         with sigterm_as_interrupt():
             record = run(spec, store, device=device, progress=not args.no_progress, checkpoints=checkpoints,
-                         checkpoint_every=args.checkpoint_every, workers=args.workers)
+                         checkpoint_every=args.checkpoint_every, workers=args.workers, model_dir=model_dir)
     except KeyboardInterrupt:
         if speaks:
             print(f"interrupted: recorded in {path}; run the same command again to resume from "
@@ -103,6 +111,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print_summary(record)
         print_reference(record, Path(args.reference), path)
         print(f"record: {path}")
+        if model_dir is not None and record["run_info"]["status"] == "ok":
+            print(f"model: {model_dir}")
     return 0 if record["run_info"]["status"] == "ok" else 1
 
 
@@ -139,6 +149,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
                                store=ResultStore(args.out), device=resolve_device(args.device),
                                checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
+                               models_root=models_root(args) if args.save_model else None,
                                progress=not args.no_progress,
                                dry_run=args.dry_run, off_budget=off_budget,
                                options=_key_values(args.set, "--set"))
@@ -184,6 +195,72 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_model(args: argparse.Namespace):
+    """(saved model, suite to use, device) for predict and evaluate; --suite must keep the model's backbone."""
+    import torch
+
+    from benchmarks.environment import resolve_device
+    from benchmarks.saved_model import SavedModel
+    from benchmarks.suites import load_suite
+
+    saved = SavedModel.open(args.model)
+    suite = load_suite(args.suite) if args.suite else saved.spec.suite
+    saved.check_suite(suite)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return saved, suite, resolve_device(args.device)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from benchmarks.predict import check_output, probabilities, query_from_dataset, query_from_file, write_prediction
+    from benchmarks.train import autocast_dtype
+
+    if (args.image is None) == (args.index is None):
+        raise UserError("predict needs either --image FILE --text \"...\" or a dataset item: --index N "
+                        "[--suite S] [--split SPLIT]")
+    if args.image is not None and args.split is not None:
+        raise UserError("--split picks a dataset item with --index; it does not apply to --image")
+    out = Path(args.out)
+    check_output(out, "--out")
+    probs_out = Path(args.probabilities) if args.probabilities else None
+    if probs_out is not None:
+        check_output(probs_out, "--probabilities", (".png", ".npy"))
+    saved, suite, device = _open_model(args)
+    if args.image is not None:
+        query = query_from_file(Path(args.image), args.text, suite.image_size)
+    else:
+        query = query_from_dataset(suite, args.split or suite.eval_splits[0], args.index, args.text)
+    model = saved.build(device, suite)
+    probs = probabilities(model, query, device, autocast_dtype(suite, device))
+    caption = write_prediction(query, probs, suite.threshold, out, probs_out)
+    print(caption)
+    print(f"wrote {out}" + (f" and {probs_out}" if probs_out else ""))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from benchmarks.reevaluate import check_record_path, compare_with_record, evaluation_suite, reevaluate, write_record
+    from benchmarks.summary import summary_table
+
+    record_path = Path(args.record) if args.record else None
+    if record_path is not None:
+        check_record_path(record_path)
+    saved, suite, device = _open_model(args)
+    splits = [s.strip() for value in args.split for s in value.split(",") if s.strip()]
+    suite = evaluation_suite(suite, splits, args.limit)
+    record = reevaluate(saved, suite, device)
+    info = record["run_info"]
+    limit = f"first {suite.eval_limit} expressions" if suite.eval_limit else "whole splits"
+    print(f"\n{info['method']} (seed {info['seed']}, trained on {info['trained_suite']}) on {suite.name}, {limit}:")
+    print(summary_table(record).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for line in compare_with_record(saved, suite, record["results"]):
+        print(line)
+    if record_path is not None:
+        write_record(record, record_path)
+        print(f"re-evaluation record: {record_path}")
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from benchmarks.pretrain import PretrainConfig, pretrain
 
@@ -207,6 +284,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", default=str(REPO / "runs" / "checkpoints"),
                         help="where checkpoints live until their run is recorded (default: runs/checkpoints)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--save-model", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep each finished run's trained weights (default: on)")
+    parser.add_argument("--models-dir", help="where saved models go (default: $RISBENCH_MODELS or runs/models)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +344,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="method option for an ablation point (needs exactly one --method)")
     _add_run_arguments(sweep)
     sweep.set_defaults(handler=cmd_sweep)
+
+    predict = sub.add_parser("predict", help="a saved model's mask for one expression on an image or dataset item")
+    predict.add_argument("--model", required=True, help="saved model folder (bench writes them under runs/models/)")
+    predict.add_argument("--image", help="image file to segment (with --text)")
+    predict.add_argument("--text", help="the referring expression (with --index: replaces the item's own)")
+    predict.add_argument("--index", type=int, help="take item N of a dataset split instead of --image")
+    predict.add_argument("--suite", help="suite whose dataset --index reads (default: the model's suite)")
+    predict.add_argument("--split", help="split --index reads (default: the suite's first evaluation split)")
+    predict.add_argument("--out", required=True, help="PNG: the image with the predicted mask overlaid")
+    predict.add_argument("--probabilities", help="also write the probability map: grey PNG, or float32 .npy")
+    predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    predict.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    predict.set_defaults(handler=cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved model on any split of its suite (or another)")
+    evaluate.add_argument("--model", required=True, help="saved model folder (bench writes them under runs/models/)")
+    evaluate.add_argument("--suite", help="suite on the same backbone to evaluate on (default: the model's suite)")
+    evaluate.add_argument("--split", action="append", default=[],
+                          help="split(s), repeatable or comma-separated (default: the suite's evaluation splits)")
+    evaluate.add_argument("--limit", type=int, help="expressions per split (default: the suite's; 0: whole split)")
+    evaluate.add_argument("--record", help="also write a re-evaluation record (JSON; never under results/)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    evaluate.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     report = sub.add_parser("report", help="leaderboards, plots, paper and ablation pages from results/")
     report.add_argument("--results", default=str(REPO / "results"), help="run records to read (default: results/)")

@@ -25,6 +25,17 @@ def eval_subset(dataset: Dataset, limit: int) -> Dataset:
 
 
 @torch.no_grad()
+def batch_logits(model: RISModel, images: torch.Tensor, texts: list[str], device: torch.device,
+                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """[B, h, w] float logits on the CPU for letterboxed images and their expressions: the forward pass that
+    evaluation and `predict` share (the caller sets eval mode)."""
+    tokens = model.backbone.tokenize(texts).to(device)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        logits = model(images.to(device), tokens)
+    return logits.float().squeeze(1).cpu()
+
+
+@torch.no_grad()
 def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: float,
              device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """mIoU, oIoU, Prec@X (percent) and per-kind mIoU over `dataset`, inference throughput, and every
@@ -43,11 +54,7 @@ def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: f
     seen, started = 0, time.perf_counter()
     try:
         for batch in loader:
-            tokens = model.backbone.tokenize(batch["text"]).to(device)
-            images = batch["image"].to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(images, tokens)
-            logits = logits.float().squeeze(1).cpu()
+            logits = batch_logits(model, batch["image"], batch["text"], device, autocast_dtype)
             predictions = logits_to_masks(logits, batch["letterbox"], threshold)
             for pred, target, kind in zip(predictions, batch["orig_mask"], batch["kind"], strict=True):
                 meter.update(pred, target, kind)

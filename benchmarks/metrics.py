@@ -24,9 +24,8 @@ THRESHOLD = 0.35  # ETRIS/CRIS probability threshold
 PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def logits_to_masks(logits: torch.Tensor, letterboxes: Sequence[Letterbox],
-                    threshold: float = THRESHOLD) -> list[torch.Tensor]:
-    """[B, h, w] logits -> B bool masks at each sample's original [H, W].
+def logits_to_probabilities(logits: torch.Tensor, letterboxes: Sequence[Letterbox]) -> list[torch.Tensor]:
+    """[B, h, w] logits -> B float probability maps at each sample's original [H, W].
 
     The sigmoid and the bicubic upsample to the input size run batched; only the letterbox undo is
     per sample (original sizes differ).
@@ -44,7 +43,13 @@ def logits_to_masks(logits: torch.Tensor, letterboxes: Sequence[Letterbox],
         # align_corners=True as ETRIS's evaluation does.
         probs = F.interpolate(probs, size=(size, size), mode="bicubic", align_corners=True)
     # Bicubic undo mirrors ETRIS's cv2.INTER_CUBIC inverse warp.
-    return [lb.undo(p[0], mode="bicubic") > threshold for p, lb in zip(probs, letterboxes, strict=True)]
+    return [lb.undo(p[0], mode="bicubic") for p, lb in zip(probs, letterboxes, strict=True)]
+
+
+def logits_to_masks(logits: torch.Tensor, letterboxes: Sequence[Letterbox],
+                    threshold: float = THRESHOLD) -> list[torch.Tensor]:
+    """[B, h, w] logits -> B bool masks at each sample's original [H, W]: the probabilities above `threshold`."""
+    return [p > threshold for p in logits_to_probabilities(logits, letterboxes)]
 
 
 def logits_to_mask(logits: torch.Tensor, lb: Letterbox, threshold: float = THRESHOLD) -> torch.Tensor:

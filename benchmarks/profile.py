@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.build import build_base_model
 from benchmarks.errors import UserError
 from benchmarks.flops import (
     CONVENTION,
@@ -41,7 +42,7 @@ from benchmarks.flops import (
     torch_flops,
 )
 from benchmarks.suites import Suite, load_suite
-from benchmarks.train import autocast_dtype, build_base_model, make_optimizer, training_step
+from benchmarks.train import autocast_dtype, make_optimizer, training_step
 from methods.backbone import Backbone, BackboneConfig
 from methods.decoder import segmentation_loss
 from methods.model import RISModel

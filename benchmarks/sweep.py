@@ -22,6 +22,7 @@ import torch
 
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.errors import UserError
+from benchmarks.saved_model import folder_for
 from benchmarks.store import ResultStore, RunSpec
 from benchmarks.suites import Suite
 from methods import get_method, list_methods
@@ -98,12 +99,13 @@ def plan(store: ResultStore, suite: Suite, methods: Sequence[str], seeds: Sequen
 
 def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
               shard: Shard = Shard(0, 1), store: ResultStore, device: torch.device, checkpoint_root: Path,
-              checkpoint_every: int = 100,
+              checkpoint_every: int = 100, models_root: Path | None = None,
               progress: bool = False, dry_run: bool = False, off_budget: bool = False,
               options: dict[str, str] | None = None) -> dict[str, int]:
     """Run what is left of the sweep for this shard; returns counts of runs by outcome.
 
-    `options` sets method options (an ablation point) and needs exactly one method."""
+    `options` sets method options (an ablation point) and needs exactly one method; with `models_root`, every
+    run that ends ok keeps its trained weights there."""
     methods = list(methods or list_methods())
     if options and len(methods) != 1:
         raise UserError("sweep --set changes one method's options: give exactly one --method")
@@ -128,7 +130,8 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
                   file=sys.stderr)
             record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device, progress=progress,
                          checkpoints=Checkpointer.for_run(checkpoint_root, store, job),
-                         checkpoint_every=checkpoint_every)
+                         checkpoint_every=checkpoint_every,
+                         model_dir=folder_for(models_root, store, job) if models_root is not None else None)
             counts["ok" if record["run_info"]["status"] == "ok" else "not ok"] += 1
 
     phase1, _, _ = plan(store, suite, methods, seeds, configs)

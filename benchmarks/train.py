@@ -18,6 +18,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,16 +27,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmarks import distributed, environment, memory_cap
+from benchmarks.build import build_model
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
 from benchmarks.errors import UserError
 from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
+from benchmarks.saved_model import save_model
 from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
 from benchmarks.suites import Suite
-from methods.backbone import BackboneConfig
 from methods.decoder import segmentation_loss
 from methods.model import RISModel
-from methods.registry import get_method
 
 
 class Diverged(Exception):
@@ -46,20 +47,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_base_model(suite: Suite) -> RISModel:
-    """The suite's backbone (frozen) and decoder, before any method."""
-    backbone = BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(),
-                              image_size=suite.image_size, text_len=suite.text_len)
-    return RISModel.build(backbone, suite.decoder_scale)
-
-
-def build_model(suite: Suite, method: str, method_config: Any) -> RISModel:
-    """The suite's base model adapted by `method`."""
-    model = build_base_model(suite)
-    get_method(method).apply(model, method_config)
-    return model
 
 
 def training_step(model: torch.nn.Module, suite: Suite, optimizer: torch.optim.Optimizer, images: torch.Tensor,
@@ -280,7 +267,8 @@ def count_flops(spec: RunSpec) -> dict[str, Any]:
 
 
 def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bool = True,
-        checkpoints: Checkpointer | None = None, checkpoint_every: int = 0, workers: int = 0) -> dict[str, Any]:
+        checkpoints: Checkpointer | None = None, checkpoint_every: int = 0, workers: int = 0,
+        model_dir: Path | None = None) -> dict[str, Any]:
     """Train and evaluate one run and write its record; the record is returned whatever the outcome.
 
     With `checkpoints`, training resumes from the latest checkpoint of the same config and seed, saves one
@@ -290,6 +278,9 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
     evenly over them, and rank 0 alone writes checkpoints and the record while the others wait for it. An
     exception on any process (other than a divergence, which all processes see together) ends the job
     without a record: the others would otherwise wait in a collective until the backend's timeout.
+
+    With `model_dir`, a run that ends ok saves its trained weights there (benchmarks/saved_model.py) before its
+    record is written and its checkpoints deleted, so a finished record always has its model.
     """
     with distributed.process_group(device) as device:
         suite = spec.suite
@@ -349,6 +340,8 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                 **memory_cap.report(suite, capped, train_peak[0]),
                 **(count_flops(spec) if status == "ok" and main else {})}
         record = make_record(spec, status, error, started_at, done, results, baselines, cost, device)
+        if main and model_dir is not None and status == "ok":
+            save_model(model_dir, model, spec, record)
         if main:
             store.write(spec, record)
         if status == "interrupted":  # every process was signalled: no barrier, each saves what it must and stops

@@ -111,6 +111,12 @@ def _checkpoint_path(config: BackboneConfig) -> tuple[Path, dict] | None:
     raise UserError(f"unknown pretrained tag '{tag}' for {config.arch}; use one of {tags} or a weights file")
 
 
+def pretrained_file(config: BackboneConfig) -> Path | None:
+    """The file the backbone's pretrained weights are read from (None: random initialisation)."""
+    resolved = _checkpoint_path(config)
+    return resolved[0] if resolved else None
+
+
 def _load_weights(clip: nn.Module, path: Path) -> None:
     """open_clip's checkpoint loading plus the ResNet attnpool grid resize it lacks; weights become fp32."""
     from open_clip.convert import convert_state_dict

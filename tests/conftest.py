@@ -11,6 +11,13 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def models_outside_the_repo(tmp_path_factory: pytest.TempPathFactory):
+    """Runs save their trained models (default runs/models/); tests keep them in a temporary folder instead,
+    subprocesses included."""
+    os.environ["RISBENCH_MODELS"] = str(tmp_path_factory.mktemp("models"))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

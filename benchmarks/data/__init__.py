@@ -1,4 +1,6 @@
-"""Datasets by name, their splits, and the batch collation every dataset shares (item contract: shapes.py).
+"""Datasets by name (benchmarks/data/registry.py), their splits, and the batch collation every dataset shares
+(item contract: shapes.py). The built-in datasets register here; a new one registers in its own file, imported by a
+line at the end of this one (README: "Add your own dataset").
 
 Light at import (no torch, no image libraries): suites use it to check names and splits before any work.
 """
@@ -10,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.data.registry import get_dataset, register_dataset
 from benchmarks.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
@@ -18,7 +21,6 @@ if TYPE_CHECKING:
     from benchmarks.data.shapes import ShapesConfig
 
 DATA_ROOT_ENV = "RISBENCH_DATA"
-DATASETS = ("shapes", "refcoco", "refcoco+", "refcocog")
 # shapes: rendered on the fly; testB holds out colour-shape pairs. ShapesConfig sizes each of these splits.
 SHAPES_SPLITS = ("train", "val", "testA", "testB")
 # RefCOCO family: (dataset, split_by) -> splits of the refer toolkit's partitions; the first split_by listed
@@ -33,9 +35,7 @@ REFER_OPTIONS = ("root", "split_by")
 
 
 def check_dataset_name(name: str) -> None:
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS)}; "
-                        f"known datasets: {', '.join(DATASETS)}")
+    get_dataset(name)
 
 
 def refer_split_by(name: str, split_by: str | None = None) -> str:
@@ -53,16 +53,14 @@ def refer_split_by(name: str, split_by: str | None = None) -> str:
 
 def dataset_splits(name: str, options: dict[str, Any] | None = None) -> tuple[str, ...]:
     """The splits dataset `name` has under its `options` (RefCOCOg's split_by changes them)."""
-    check_dataset_name(name)
-    if name == "shapes":
-        return SHAPES_SPLITS
-    return REFER_SPLITS[name, refer_split_by(name, (options or {}).get("split_by"))]
+    return get_dataset(name).splits(options or {})
 
 
 def check_split(name: str, split: str, options: dict[str, Any] | None = None) -> None:
     splits = dataset_splits(name, options)
     if split not in splits:
-        partition = "" if name == "shapes" else f" ({refer_split_by(name, (options or {}).get('split_by'))})"
+        refer = any(d == name for d, _ in REFER_SPLITS)
+        partition = f" ({refer_split_by(name, (options or {}).get('split_by'))})" if refer else ""
         raise UserError(f"{name}{partition} has no split {split!r}{did_you_mean(split, splits)}; "
                         f"valid splits: {', '.join(splits)}")
 
@@ -99,28 +97,46 @@ def check_dataset(name: str, image_size: int, options: dict[str, Any] | None = N
 
     Runs before any training so that a typo or missing data costs one line, not a failed run.
     """
-    options = options or {}
-    check_dataset_name(name)
-    if name == "shapes":
-        _shapes_config(image_size, options)
-        return
-    from benchmarks.data.refcoco import locate_refer_files
-
-    locate_refer_files(name, *_refer_options(name, options))
+    get_dataset(name).check(image_size, options or {})
 
 
 def build_dataset(name: str, split: str, image_size: int, options: dict[str, Any] | None = None) -> Dataset:
     """The dataset `name` at `split`, rendered or letterboxed to `image_size`."""
     options = options or {}
     check_split(name, split, options)
-    if name == "shapes":
-        from benchmarks.data.shapes import ShapesDataset
+    return get_dataset(name).load(split, image_size, options)
 
-        return ShapesDataset(split, _shapes_config(image_size, options))
-    from benchmarks.data.refcoco import RefCOCODataset
 
-    root, split_by = _refer_options(name, options)
-    return RefCOCODataset(name, split, root=root, image_size=image_size, split_by=split_by)
+def _check_shapes(image_size: int, options: dict[str, Any]) -> None:
+    _shapes_config(image_size, options)
+
+
+@register_dataset("shapes", SHAPES_SPLITS, check=_check_shapes)
+def _load_shapes(split: str, image_size: int, options: dict[str, Any]) -> Dataset:
+    from benchmarks.data.shapes import ShapesDataset
+
+    return ShapesDataset(split, _shapes_config(image_size, options))
+
+
+def _register_refer(name: str) -> None:
+    def splits(options: dict[str, Any]) -> tuple[str, ...]:
+        return REFER_SPLITS[name, refer_split_by(name, options.get("split_by"))]
+
+    def check(image_size: int, options: dict[str, Any]) -> None:
+        from benchmarks.data.refcoco import locate_refer_files
+
+        locate_refer_files(name, *_refer_options(name, options))
+
+    @register_dataset(name, splits, check)
+    def load(split: str, image_size: int, options: dict[str, Any]) -> Dataset:
+        from benchmarks.data.refcoco import RefCOCODataset
+
+        root, split_by = _refer_options(name, options)
+        return RefCOCODataset(name, split, root=root, image_size=image_size, split_by=split_by)
+
+
+for _name in dict.fromkeys(name for name, _ in REFER_SPLITS):
+    _register_refer(_name)
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,3 +147,4 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch["image"] = torch.stack(batch["image"])
     batch["mask"] = torch.stack(batch["mask"])
     return batch
+

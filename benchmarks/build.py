@@ -1,0 +1,25 @@
+"""The model a run trains: the suite's backbone and decoder, adapted by a method (shared by training, profiling
+and loading a saved model, so all three build exactly the same network)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.suites import Suite
+from methods.backbone import BackboneConfig
+from methods.model import RISModel
+from methods.registry import get_method
+
+
+def build_base_model(suite: Suite) -> RISModel:
+    """The suite's backbone (frozen) and decoder, before any method."""
+    backbone = BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(),
+                              image_size=suite.image_size, text_len=suite.text_len)
+    return RISModel.build(backbone, suite.decoder_scale)
+
+
+def build_model(suite: Suite, method: str, method_config: Any) -> RISModel:
+    """The suite's base model adapted by `method`."""
+    model = build_base_model(suite)
+    get_method(method).apply(model, method_config)
+    return model

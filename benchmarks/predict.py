@@ -1,0 +1,138 @@
+"""`risbench predict`: what a saved model segments for one expression on one image (a file or a dataset item).
+
+The image is letterboxed, scored and thresholded exactly as in evaluation (benchmarks/data/letterbox.py,
+evaluate.batch_logits, metrics.logits_to_probabilities), so the mask drawn is the one evaluation would score.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from benchmarks.data import build_dataset, check_split
+from benchmarks.data.letterbox import Letterbox
+from benchmarks.errors import UserError
+from benchmarks.evaluate import batch_logits
+from benchmarks.metrics import IoUMeter, logits_to_probabilities
+from benchmarks.store import atomic_write_bytes
+from benchmarks.suites import Suite
+from methods.model import RISModel
+
+TINT_RGB = np.array([255, 0, 255], dtype=np.float32)  # magenta, as `data preview`: absent from shapes, rare in photos
+TINT_ALPHA = 0.45
+MIN_SIDE = 256  # small images (shapes renders 64 px) are enlarged, pixel for pixel, to stay readable
+
+
+@dataclass(frozen=True)
+class Query:
+    """One expression on one image: the model input, the picture to draw on, and the ground truth if known."""
+
+    image: torch.Tensor  # float32 [3, S, S], letterboxed
+    letterbox: Letterbox
+    text: str
+    picture: np.ndarray  # uint8 [H, W, 3] at the original resolution
+    target: torch.Tensor | None = None  # bool [H, W]
+
+
+def _checked_text(text: str | None) -> str:
+    if text is None or not text.strip():
+        raise UserError("--text is empty: give the expression to segment, e.g. --text \"the red circle\"")
+    return text.strip()
+
+
+def query_from_file(path: Path, text: str | None, image_size: int) -> Query:
+    """An image file (any format Pillow reads), letterboxed to the model's input size."""
+    text = _checked_text(text)
+    if not path.is_file():
+        raise UserError(f"--image {path}: no such file")
+    try:
+        with Image.open(path) as img:
+            picture = np.array(img.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"--image {path}: not an image Pillow can read ({type(exc).__name__})") from None
+    letterbox = Letterbox.fit(picture.shape[0], picture.shape[1], image_size)
+    return Query(letterbox.apply_image(picture), letterbox, text, picture)
+
+
+def query_from_dataset(suite: Suite, split: str, index: int, text: str | None = None) -> Query:
+    """Item `index` of the suite's dataset split, with its own expression unless `text` replaces it."""
+    check_split(suite.dataset, split, suite.dataset_options)
+    dataset = build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options)
+    if not 0 <= index < len(dataset):
+        raise UserError(f"--index {index} is out of range: {suite.dataset} {split} has items 0..{len(dataset) - 1}")
+    item = dataset[index]
+    letterbox: Letterbox = item["letterbox"]
+    # the item holds the letterboxed input; its content, resized back, is the picture (exact for shapes)
+    picture = letterbox.undo(item["image"], mode="bilinear").clamp(0, 1).mul(255).round().byte()
+    return Query(item["image"], letterbox, item["text"] if text is None else _checked_text(text),
+                 picture.permute(1, 2, 0).numpy(), item["orig_mask"].bool())
+
+
+def probabilities(model: RISModel, query: Query, device: torch.device,
+                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The referent's probability per pixel of the original image, float [H, W]."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = batch_logits(model, query.image[None], [query.text], device, autocast_dtype)
+    finally:
+        model.train(was_training)
+    return logits_to_probabilities(logits, [query.letterbox])[0]
+
+
+def overlay(picture: np.ndarray, mask: np.ndarray, caption: str) -> Image.Image:
+    """The picture with the mask tinted and outlined, enlarged if small, and the caption underneath."""
+    tinted = picture.astype(np.float32)
+    tinted[mask] = (1 - TINT_ALPHA) * tinted[mask] + TINT_ALPHA * TINT_RGB
+    interior = mask.copy()
+    interior[1:-1, 1:-1] &= mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    tinted[mask & ~interior] = TINT_RGB
+    image = Image.fromarray(tinted.round().astype(np.uint8))
+    scale = max(1, math.ceil(MIN_SIDE / min(image.size)))
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    lines = textwrap.wrap(caption, width=max(20, image.width // 7))
+    canvas = Image.new("RGB", (image.width, image.height + 4 + 12 * len(lines)), "white")
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(lines):
+        draw.text((3, image.height + 2 + 12 * k), line, fill="black")
+    return canvas
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def check_output(path: Path, flag: str, suffixes: tuple[str, ...] = (".png",)) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path}: give a path ending in {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: folder {path.parent} does not exist")
+
+
+def write_prediction(query: Query, probs: torch.Tensor, threshold: float, out: Path,
+                     probabilities_out: Path | None = None) -> str:
+    """Write the overlay (and the probability map: 8-bit grey PNG, or float32 .npy); returns a one-line summary."""
+    mask = (probs > threshold).numpy()
+    caption = f"{query.text}  ({int(mask.sum())} px, {100 * mask.mean():.1f}% of the image)"
+    if query.target is not None:
+        caption += f"  IoU {100 * IoUMeter().update(torch.from_numpy(mask), query.target):.1f}"
+    atomic_write_bytes(out, _png(overlay(query.picture, mask, caption)))
+    if probabilities_out is not None:
+        if probabilities_out.suffix.lower() == ".npy":
+            buffer = io.BytesIO()
+            np.save(buffer, probs.numpy().astype(np.float32))
+            atomic_write_bytes(probabilities_out, buffer.getvalue())
+        else:
+            grey = (probs.clamp(0, 1) * 255).round().byte().numpy()
+            atomic_write_bytes(probabilities_out, _png(Image.fromarray(grey, mode="L")))
+    return caption

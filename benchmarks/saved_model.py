@@ -1,0 +1,219 @@
+"""Trained models kept after a run, and reading them back into exactly the model that produced the record.
+
+A saved model is one folder (default runs/models/<suite>/<method>/<hash12>-seed<k>/, laid out like the record):
+    model.json          what rebuilds the network: the run's resolved config (suite, method and options, lr),
+                        seed, config hash, backbone and the sha256 of its pretrained weights file, and the
+                        record's metrics (so a re-evaluation can say whether it reproduces them)
+    model.safetensors   what training changed: the trainable parameters (method + decoder) and the buffers
+                        (BatchNorm statistics; a few KB)
+    peft/               peft-based methods only: adapter_config.json + adapter_model.safetensors as
+                        PeftModel.save_pretrained writes them, so `PeftModel.from_pretrained(clip, "peft")` puts
+                        the trained adapter into the same CLIP (the decoder stays in model.safetensors)
+The frozen backbone is not copied: it is rebuilt from the pretrained weights the sha256 identifies. The folder
+is written under a temporary name and renamed, so it is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from benchmarks.build import build_model
+from benchmarks.checkpoint import trained_weights
+from benchmarks.errors import UserError
+from benchmarks.store import ResultStore, RunSpec
+from benchmarks.suites import Suite
+from methods.backbone import BackboneConfig, pretrained_file
+from methods.model import RISModel
+from methods.registry import get_method
+
+FORMAT = "risbench-model/1"
+CONFIG_FILE = "model.json"
+WEIGHTS_FILE = "model.safetensors"
+PEFT_DIR = "peft"
+MODELS_ENV = "RISBENCH_MODELS"  # where saved models go when --models-dir is not given
+REPO = Path(__file__).resolve().parent.parent
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def default_models_root() -> Path:
+    return Path(os.environ.get(MODELS_ENV) or REPO / "runs" / "models")
+
+
+def folder_for(root: Path, store: ResultStore, spec: RunSpec) -> Path:
+    """The saved model of `spec` under `root`, named like its record: <suite>/<method>/<hash12>-seed<k>/."""
+    return Path(root) / store.path_for(spec).relative_to(store.root).with_suffix("")
+
+
+def backbone_config(suite: Suite) -> BackboneConfig:
+    return BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(), image_size=suite.image_size,
+                          text_len=suite.text_len)
+
+
+def backbone_sha256(suite: Suite) -> str | None:
+    """sha256 of the suite's pretrained weights file (None for a randomly initialised backbone)."""
+    path = pretrained_file(backbone_config(suite))
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _peft_adapters(model: RISModel) -> dict[str, Any]:
+    """adapter name -> peft config of the adapters peft injected into the CLIP module (none for other methods)."""
+    return dict(getattr(model.backbone.clip, "peft_config", None) or {})
+
+
+def save_model(folder: Path, model: RISModel, spec: RunSpec, record: dict[str, Any]) -> Path:
+    """Write the saved model of a finished run to `folder` atomically (a previous one there is replaced)."""
+    weights = {name: tensor.clone() for name, tensor in trained_weights(model).items()}  # no shared storage
+    adapters = _peft_adapters(model)
+    config = {
+        "format": FORMAT,
+        "method": spec.method,
+        "method_config": spec.config()["method_config"],
+        "suite": spec.suite.name,
+        "backbone": spec.suite.backbone,
+        "pretrained": spec.suite.pretrained,
+        "backbone_sha256": backbone_sha256(spec.suite),
+        "lr": spec.lr,
+        "seed": spec.seed,
+        "config_hash": spec.config_hash,
+        "off_budget": spec.off_budget,
+        "parameters_saved": sum(t.numel() for t in weights.values()),
+        "peft_adapter": PEFT_DIR if adapters else None,
+        "recorded_results": record.get("results", {}),
+        "config": spec.config(),
+    }
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700; published folders get the usual permissions
+        save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
+        if adapters:
+            _save_peft(model, adapters, staging / PEFT_DIR)
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        for written in staging.rglob("*"):  # safetensors writes 0600
+            os.chmod(written, (0o777 if written.is_dir() else 0o666) & ~_UMASK)
+        _publish(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _save_peft(model: RISModel, adapters: dict[str, Any], out: Path) -> None:
+    """peft's adapter format (what PeftModel.save_pretrained writes for one adapter), relative to the CLIP module."""
+    from peft import get_peft_model_state_dict
+
+    if len(adapters) != 1:
+        raise ValueError(f"expected one peft adapter, found {sorted(adapters)}")
+    (name, peft_config), = adapters.items()
+    out.mkdir()
+    peft_config.save_pretrained(str(out))
+    state = get_peft_model_state_dict(model.backbone.clip, adapter_name=name)
+    # PeftModel.save_pretrained's layout: the wrapped module is `base_model.model`, so that
+    # PeftModel.from_pretrained(clip, folder) finds every adapter weight.
+    save_file({f"base_model.model.{k}": v.detach().cpu().contiguous().clone() for k, v in state.items()},
+              str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def _publish(staging: Path, folder: Path) -> None:
+    """Rename the complete staging folder into place; a folder already there is moved aside first, then removed."""
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A saved model's folder, its config and the run identity that config rebuilds."""
+
+    folder: Path
+    config: dict[str, Any]
+    spec: RunSpec
+
+    @classmethod
+    def open(cls, path: str | Path) -> SavedModel:
+        """Read and check a saved model folder (or its model.json); bad paths and foreign files are UserErrors."""
+        path = Path(path)
+        folder = path.parent if path.name == CONFIG_FILE else path
+        config_path = folder / CONFIG_FILE
+        if not folder.exists():
+            raise UserError(f"--model {path}: no such folder; give a saved model folder such as "
+                            "runs/models/<suite>/<method>/<hash>-seed<k>")
+        if not config_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise UserError(f"--model {path}: not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
+                            "bench saves one per finished run under runs/models/")
+        try:
+            config = json.loads(config_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"--model {path}: {CONFIG_FILE} is not readable JSON ({type(exc).__name__})") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise UserError(f"--model {path}: {CONFIG_FILE} is not a {FORMAT} config")
+        try:
+            resolved = config["config"]
+            suite = Suite(**{k: tuple(v) if isinstance(v, list) else v for k, v in resolved["suite"].items()})
+            method = get_method(resolved["method"])
+            spec = RunSpec(suite=suite, method=method.name, method_config=method.make_config(resolved["method_config"]),
+                           lr=resolved["lr"], seed=config["seed"], off_budget=config.get("off_budget", False))
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"--model {path}: {CONFIG_FILE} lacks or garbles {exc}") from None
+        if spec.config_hash != config.get("config_hash"):
+            raise UserError(f"--model {path}: its config no longer hashes to {config.get('config_hash', '?')[:12]} "
+                            "(saved by another version of risbench's configs); re-run bench to save it again")
+        return cls(folder, config, spec)
+
+    def check_suite(self, suite: Suite) -> None:
+        """Refuse a suite whose model differs from the one this was trained in (backbone, weights, input sizes)."""
+        trained = self.spec.suite
+        for key in ("backbone", "pretrained", "image_size", "text_len", "decoder_scale"):
+            if getattr(suite, key) != getattr(trained, key):
+                raise UserError(f"model {self.folder} was trained with {key} {getattr(trained, key)!r}; suite "
+                                f"'{suite.name}' has {getattr(suite, key)!r}: use a suite on the same backbone")
+        sha = backbone_sha256(suite)
+        if sha != self.config["backbone_sha256"]:
+            raise UserError(f"model {self.folder} was trained on {trained.backbone} weights with sha256 "
+                            f"{str(self.config['backbone_sha256'])[:12]}; {suite.pretrained_source()} has "
+                            f"{str(sha)[:12]}: not the backbone it was trained on")
+
+    def load_into(self, model: RISModel) -> RISModel:
+        """Put the saved weights into `model` (built from `spec`); everything that trained must be covered."""
+        try:
+            weights = load_file(str(self.folder / WEIGHTS_FILE))
+        except (SafetensorError, OSError) as exc:
+            raise UserError(f"model {self.folder}: cannot read {WEIGHTS_FILE}: {exc}") from None
+        expected = set(trained_weights(model))
+        if set(weights) != expected:
+            extra, missing = sorted(set(weights) - expected), sorted(expected - set(weights))
+            raise UserError(f"model {self.folder} does not fit {self.spec.method}: extra {extra[:3]}, "
+                            f"missing {missing[:3]}")
+        with torch.no_grad():
+            model.load_state_dict(weights, strict=False)
+        return model
+
+    def build(self, device: torch.device, suite: Suite | None = None) -> RISModel:
+        """The run's model with its trained weights, in eval mode, for `suite` (default: the one it trained in)."""
+        suite = suite or self.spec.suite
+        self.check_suite(suite)
+        model = build_model(suite, self.spec.method, self.spec.method_config)
+        return self.load_into(model).to(device).eval()

@@ -1,0 +1,132 @@
+"""Saved models: what trained is kept, reloads into exactly the model that was saved, in peft's format too."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from benchmarks.build import build_base_model, build_model
+from benchmarks.errors import UserError
+from benchmarks.saved_model import CONFIG_FILE, PEFT_DIR, WEIGHTS_FILE, SavedModel, save_model
+from benchmarks.store import RunSpec
+from benchmarks.suites import load_suite
+from methods import get_method, list_methods
+
+
+def trained_like(method: str, seed: int = 0) -> tuple[RunSpec, torch.nn.Module]:
+    """A model as training leaves it: every trainable parameter moved, BatchNorm statistics updated."""
+    suite = load_suite("smoke")
+    spec = RunSpec(suite=suite, method=method, method_config=get_method(method).make_config(), lr=suite.lr, seed=seed)
+    torch.manual_seed(seed)
+    model = build_model(suite, method, spec.method_config)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+        model.train()
+        model(torch.rand(4, 3, suite.image_size, suite.image_size, generator=generator),
+              model.backbone.tokenize(["the red circle", "a square", "the left one", "blue"]))
+    return spec, model.eval()
+
+
+def inputs(suite):
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(2, 3, suite.image_size, suite.image_size, generator=generator)
+    return images, ["the small red circle", "the square left of the cross"]
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_reload_gives_the_saved_model_exactly(tmp_path, method):
+    spec, model = trained_like(method)
+    torch.manual_seed(123)  # the reload must not depend on the RNG: everything that differs is in the file
+    folder = save_model(tmp_path / "m", model, spec, {"results": {}})
+    saved = SavedModel.open(folder)
+    assert saved.spec == spec
+    reloaded = saved.build(torch.device("cpu"))
+    expected, got = model.state_dict(), reloaded.state_dict()
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected), method
+    images, texts = inputs(spec.suite)
+    tokens = model.backbone.tokenize(texts)
+    assert torch.equal(model.predict(images, tokens), reloaded.predict(images, tokens))
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    assert config["method"] == method and config["config_hash"] == spec.config_hash
+    assert len(config["backbone_sha256"]) == 64
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    kept = sum(v.numel() for k, v in expected.items() if k not in frozen)  # what trained, plus the (tiny) buffers
+    assert config["parameters_saved"] == kept
+    assert kept - sum(p.numel() for p in model.trainable_parameters()) < 4000
+    if method == "full":
+        assert frozen <= {"backbone.clip.logit_scale"}  # CLIP's contrastive temperature: unused here
+    assert (config["peft_adapter"] is not None) == (get_method(method).apply.__module__ == "methods.lora")
+    if config["peft_adapter"]:
+        assert_peft_loads_the_adapter(folder, model)
+
+
+def assert_peft_loads_the_adapter(folder, model):
+    """PeftModel.from_pretrained on a fresh CLIP + the saved decoder computes what the saved model does."""
+    import peft
+
+    suite = load_suite("smoke")
+    fresh = build_base_model(suite)
+    peft.PeftModel.from_pretrained(fresh.backbone.clip, str(folder / PEFT_DIR))  # adapts the CLIP in place
+    decoder = {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if k.startswith("decoder.")}
+    fresh.load_state_dict(decoder, strict=False)
+    images, texts = inputs(suite)
+    tokens = model.backbone.tokenize(texts)
+    assert torch.allclose(fresh.predict(images, tokens), model.predict(images, tokens), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def frozen_run():
+    return trained_like("frozen")
+
+
+def test_saving_is_atomic_and_replaces_a_previous_model(tmp_path, monkeypatch, frozen_run):
+    import benchmarks.saved_model as saved_model
+
+    spec, model = frozen_run
+    folder = save_model(tmp_path / "m", model, spec, {"results": {"val": {"mIoU": 1.0}}})
+    save_model(folder, model, spec, {"results": {"val": {"mIoU": 2.0}}})
+    assert json.loads((folder / CONFIG_FILE).read_text())["recorded_results"]["val"]["mIoU"] == 2.0
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(saved_model, "save_file", broken)
+    with pytest.raises(OSError):
+        save_model(tmp_path / "other", model, spec, {"results": {}})
+    with pytest.raises(OSError):
+        save_model(folder, model, spec, {"results": {}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no half-written folder, no leftovers
+    assert json.loads((folder / CONFIG_FILE).read_text())["recorded_results"]["val"]["mIoU"] == 2.0
+
+
+def test_a_model_for_other_backbone_weights_is_refused(tmp_path, frozen_run):
+    spec, model = frozen_run
+    folder = save_model(tmp_path / "m", model, spec, {"results": {}})
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    config["backbone_sha256"] = "0" * 64
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(UserError, match="not the backbone it was trained on"):
+        SavedModel.open(folder).build(torch.device("cpu"))
+    other = load_suite("smoke").replace({"backbone": "ViT-B-16", "pretrained": "none"})
+    with pytest.raises(UserError, match="trained with backbone 'risbench-tiny-vit'"):
+        SavedModel.open(folder).check_suite(other)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda f: (f / CONFIG_FILE).unlink(), "not a saved model"),
+    (lambda f: (f / CONFIG_FILE).write_text("{"), "not readable JSON"),
+    (lambda f: (f / CONFIG_FILE).write_text("{}"), "not a risbench-model/1 config"),
+    (lambda f: (f / WEIGHTS_FILE).write_bytes(b"junk"), "cannot read model.safetensors"),
+])
+def test_damaged_model_folders_are_user_errors(tmp_path, damage, message, frozen_run):
+    spec, model = frozen_run
+    folder = save_model(tmp_path / "m", model, spec, {"results": {}})
+    damage(folder)
+    with pytest.raises(UserError, match=message):
+        SavedModel.open(folder).build(torch.device("cpu"))

@@ -1,0 +1,148 @@
+"""A finished run's saved model in use: `evaluate` reproduces its record, `predict` draws what evaluation scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.cli import main
+from benchmarks.data import build_dataset
+from benchmarks.evaluate import evaluate
+from benchmarks.saved_model import SavedModel
+from benchmarks.suites import load_suite
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One smoke lora run through the CLI: (its record, its saved model folder)."""
+    root = tmp_path_factory.mktemp("run")
+    argv = ["bench", "--method", "lora", "--suite", "smoke", "--out", str(root / "results"), "--checkpoint-dir",
+            str(root / "ckpt"), "--models-dir", str(root / "models"), "--threads", "1", "--no-progress"]
+    assert main(argv) == 0
+    record_path, = (root / "results").rglob("*.json")
+    folder = root / "models" / record_path.relative_to(root / "results").with_suffix("")
+    assert folder.is_dir() and not any((root / "ckpt").rglob("*.safetensors"))  # saved, then checkpoints gone
+    return json.loads(record_path.read_text()), folder
+
+
+def test_no_save_model_keeps_nothing(tmp_path):
+    argv = ["bench", "--method", "frozen", "--suite", "smoke", "--out", str(tmp_path / "results"), "--checkpoint-dir",
+            str(tmp_path / "ckpt"), "--models-dir", str(tmp_path / "models"), "--threads", "1", "--no-progress",
+            "--no-save-model"]
+    assert main(argv) == 0
+    assert list((tmp_path / "results").rglob("*.json")) and not (tmp_path / "models").exists()
+
+
+def test_evaluate_reproduces_the_record_exactly(trained, tmp_path, capsys):
+    record, folder = trained
+    out = tmp_path / "re.json"
+    assert main(["evaluate", "--model", str(folder), "--threads", "1", "--record", str(out)]) == 0
+    assert "val: reproduces the record exactly" in capsys.readouterr().out
+    again = json.loads(out.read_text())
+    assert again["run_info"]["reevaluation"] is True
+    assert again["run_info"]["config_hash"] == record["run_info"]["config_hash"]
+    for split, metrics in record["results"].items():
+        for key in ("mIoU", "oIoU", "prec@0.5", "prec@0.9", "n", "per_kind"):
+            assert again["results"][split][key] == metrics[key], (split, key)
+
+
+def test_evaluate_other_splits_and_the_whole_limit(trained, capsys):
+    _, folder = trained
+    assert main(["evaluate", "--model", str(folder), "--threads", "1", "--split", "testA,testB",
+                 "--limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "first 5 expressions" in out and "testA" in out and "testB" in out and "reproduces" not in out
+
+
+def test_predict_draws_the_mask_evaluation_scores(trained, tmp_path, capsys):
+    """The probability map predict writes, thresholded as evaluation does, scores the IoU evaluate gives the item."""
+    _, folder = trained
+    suite = load_suite("shapes")
+    index = 12
+    probs_path, out = tmp_path / "p.npy", tmp_path / "overlay.png"
+    assert main(["predict", "--model", str(folder), "--suite", "shapes", "--split", "val", "--index", str(index),
+                 "--out", str(out), "--probabilities", str(probs_path), "--threads", "1"]) == 0
+    item = build_dataset("shapes", "val", suite.image_size, suite.dataset_options)[index]
+    assert item["text"] in capsys.readouterr().out
+    probs = torch.from_numpy(np.load(probs_path))
+    assert probs.shape == item["orig_mask"].shape
+    pred, target = probs > suite.threshold, item["orig_mask"]
+    iou = 1.0 if not (pred | target).any() else float((pred & target).sum() / (pred | target).sum())
+    model = SavedModel.open(folder).build(torch.device("cpu"), suite)
+    one = torch.utils.data.Subset(build_dataset("shapes", "val", suite.image_size, suite.dataset_options), [index])
+    scored = evaluate(model, one, batch_size=1, threshold=suite.threshold, device=torch.device("cpu"))
+    assert 100 * iou == pytest.approx(scored["mIoU"], abs=1e-9)
+    with Image.open(out) as overlay:
+        assert overlay.mode == "RGB" and overlay.width >= 256
+
+
+def test_predict_on_an_image_file_answers_at_its_resolution(trained, tmp_path, capsys):
+    _, folder = trained
+    picture = np.zeros((50, 80, 3), dtype=np.uint8)
+    picture[10:30, 40:60] = (220, 30, 30)
+    Image.fromarray(picture).save(tmp_path / "scene.png")
+    grey = tmp_path / "probs.png"
+    assert main(["predict", "--model", str(folder), "--image", str(tmp_path / "scene.png"), "--text",
+                 "the red square", "--out", str(tmp_path / "o.png"), "--probabilities", str(grey)]) == 0
+    with Image.open(grey) as probs, Image.open(tmp_path / "o.png") as overlay:
+        assert probs.mode == "L" and probs.size == (80, 50)
+        assert overlay.width == 80 * 6  # enlarged pixel for pixel to at least 256 on the short side
+    assert "the red square" in capsys.readouterr().out
+
+
+def other_backbone_suite(tmp: Path) -> str:
+    path = tmp / "other.toml"
+    path.write_text('backbone = "ViT-B-16"\nimage_size = 64\nlr_grid = [1e-4]\n')
+    return str(path)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--image", "{tmp}/missing.png", "--text", "x"], "no such file"),
+    (["--image", "{tmp}/text.png", "--text", "x"], "not an image Pillow can read"),
+    (["--image", "{tmp}/ok.png", "--text", "  "], "--text is empty"),
+    (["--image", "{tmp}/ok.png"], "--text is empty"),
+    (["--index", "100000"], "--index 100000 is out of range"),
+    (["--index", "-1"], "out of range"),
+    (["--index", "0", "--split", "vall"], "has no split 'vall'"),
+    (["--index", "0", "--image", "{tmp}/ok.png"], "either --image"),
+    ([], "either --image"),
+    (["--index", "0", "--suite", "{other}"], "trained with backbone 'risbench-tiny-vit'"),
+    (["--index", "0", "--out", "{tmp}/out.jpg"], "give a path ending in .png"),
+    (["--index", "0", "--probabilities", "{tmp}/p.jpg"], "--probabilities"),
+    (["--index", "0", "--model", "{tmp}/nowhere"], "no such folder"),
+    (["--index", "0", "--model", "{tmp}"], "not a saved model"),
+])
+def test_predict_bad_input_is_one_line_exit_2(trained, tmp_path, capsys, args, message):
+    _, folder = trained
+    (tmp_path / "text.png").write_text("not a png")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "ok.png")
+    out = tmp_path / "out.png"
+    argv = ["predict", "--model", str(folder), "--out", str(out)]
+    argv += [arg.format(tmp=tmp_path, other=other_backbone_suite(tmp_path)) for arg in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not any(tmp_path.glob("out.*")) and not (tmp_path / "p.jpg").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--record", "{repo}/results/x.json"], "results/ holds training runs only"),
+    (["--record", "{tmp}/x.txt"], "ending in .json"),
+    (["--split", "vall"], "has no split 'vall'"),
+    (["--limit", "-3"], "--limit -3"),
+    (["--suite", "{other}"], "trained with backbone"),
+])
+def test_evaluate_bad_input_is_one_line_exit_2(trained, tmp_path, capsys, args, message):
+    _, folder = trained
+    repo = Path(__file__).resolve().parent.parent
+    argv = ["evaluate", "--model", str(folder),
+            *(a.format(tmp=tmp_path, repo=repo, other=other_backbone_suite(tmp_path)) for a in args)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not (repo / "results" / "x.json").exists() and not (tmp_path / "x.txt").exists()
