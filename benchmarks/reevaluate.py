@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def check_record_path(path: Path) -> None:
 
 def reevaluate(saved: SavedModel, suite: Suite, device: torch.device) -> dict[str, Any]:
     """A re-evaluation record of `saved` on `suite`'s eval_splits and eval_limit."""
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     model = saved.build(device, suite)
     results, baselines = evaluate_splits(model, suite, device, autocast_dtype(suite, device))
     spec = saved.spec

@@ -17,7 +17,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +286,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         suite = spec.suite
         distributed.local_batch_size(suite.batch_size)  # refuse an uneven split before any work
         main = distributed.is_main()
-        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
         status, error = "ok", None
         results: dict[str, Any] = {}
         baselines: dict[str, Any] = {}

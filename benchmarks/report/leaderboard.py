@@ -108,8 +108,9 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     lines += ["", f"mIoU: mean over seeds at the chosen learning rate [95% confidence interval]. `rank`: tie groups "
               f"on {search} mIoU: the best method and every method whose paired difference to it has an interval "
               f"covering 0 share rank 1, and so on down. Bold: significantly best, i.e. alone in the first tie "
-              f"group of that split on per-expression intervals. oIoU and Prec@X are mean ± sample standard deviation over seeds, untested and "
-              f"never bold. `runs` counts every run of a row by status (failed or diverged runs are listed; only "
+              f"group of that split on per-expression intervals. oIoU and Prec@X are mean ± sample standard "
+              f"deviation over seeds, untested and never bold. `runs` counts every run of a row by status "
+              f"(failed or diverged runs are listed; only "
               f"`ok` runs enter the statistics). Sorted by {search} mIoU.", "", basis_note(stats, "methods"), ""]
 
     accuracy = [Column("method", "method", left=True), Column("runs", "runs", left=True),

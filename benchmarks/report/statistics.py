@@ -20,7 +20,8 @@ METHOD_NOTE = (f"95% intervals come from a bootstrap ({RESAMPLES} resamples, fix
                "expressions, shared between the methods compared: a seed fixes the data order and initial draws "
                "for every method, and every method scores the same expressions.")
 SEEDS_ONLY_NOTE = ("their intervals resample seeds only, and with 3 seeds such an interval covers the true mean "
-                   "only about 3 times in 4 (tests/test_stats.py): read them as optimistic, and nothing is bold on them")
+                   "only about 3 times in 4 (tests/test_stats.py): read them as optimistic, and nothing is bold "
+                   "on them")
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from benchmarks.coerce import coerce, field_types
 from benchmarks.data import check_dataset, check_dataset_name, check_split
