@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import interrupts, validate
 from benchmarks.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors, so that they print as every other bad input does: one line
+    `error: ...` (without argparse's usage block and program prefix), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
@@ -69,36 +79,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import distributed
     from benchmarks.checkpoint import Checkpointer
     from benchmarks.environment import resolve_device
+    from benchmarks.lock import run_lock
     from benchmarks.store import ResultStore
     from benchmarks.summary import print_summary
-    from benchmarks.train import run, sigterm_as_interrupt
+    from benchmarks.train import run
 
+    check_run_paths(args)
     spec = resolve_spec(args)
     device = resolve_device(args.device)
     store = ResultStore(args.out)
     path = store.path_for(spec)
     speaks = distributed.is_main()  # under torchrun only rank 0 prints
-    if store.is_finished(spec) and not args.force:
-        if speaks:
-            print(f"already finished: {path} (use --force to run again)")
-            print_summary(store.load(spec))
-        return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
     checkpoints = Checkpointer.for_run(Path(args.checkpoint_dir), store, spec)
-    try:
-        with sigterm_as_interrupt():
+    # rank 0 alone locks: the other processes of its own job must not wait for it
+    with run_lock(path) if speaks else contextlib.nullcontext():
+        if store.is_finished(spec) and not args.force:
+            if speaks:
+                print(f"already finished: {path} (use --force to run again)")
+                print_summary(store.load(spec))
+            return 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
             record = run(spec, store, device=device, progress=not args.no_progress, checkpoints=checkpoints,
                          checkpoint_every=args.checkpoint_every, workers=args.workers)
-    except KeyboardInterrupt:
-        if speaks:
-            print(f"interrupted: recorded in {path}; run the same command again to resume from "
-                  f"{checkpoints.folder}", file=sys.stderr)
-        return 130
+        except KeyboardInterrupt:
+            if speaks:
+                where = f"recorded in {path}" if path.exists() else "nothing recorded"
+                print(f"interrupted: {where}; run the same command again to resume from {checkpoints.folder}",
+                      file=sys.stderr)
+            return 130
     if speaks:
         print_summary(record)
         print(f"record: {path}")
     return 0 if record["run_info"]["status"] == "ok" else 1
+
+
+def check_run_paths(args: argparse.Namespace) -> None:
+    """bench and sweep write records and checkpoints: both folders must be writable before any work."""
+    validate.writable_dir(args.out, "--out")
+    validate.writable_dir(args.checkpoint_dir, "--checkpoint-dir")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -108,24 +128,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from benchmarks.environment import resolve_device
     from benchmarks.store import ResultStore
     from benchmarks.sweep import Shard, run_sweep
-    from benchmarks.train import sigterm_as_interrupt
     from methods import get_method
 
+    check_run_paths(args)
     suite, off_budget = resolve_suite(args)
     methods = [get_method(m).name for m in args.method] or None
     seeds = coerce(args.seeds, tuple[int, ...], "--seeds") if args.seeds is not None else None
     if seeds is not None and not seeds:
         raise UserError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    for seed in seeds or ():
+        validate.seed(seed, "--seeds: each seed")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        with sigterm_as_interrupt():
-            counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
-                               store=ResultStore(args.out), device=resolve_device(args.device),
-                               checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
-                               progress=not args.no_progress,
-                               dry_run=args.dry_run, off_budget=off_budget,
-                               options=_key_values(args.set, "--set"))
+        counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
+                           store=ResultStore(args.out), device=resolve_device(args.device),
+                           checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
+                           progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
+                           options=_key_values(args.set, "--set"))
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130
@@ -136,6 +156,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmarks.report import write_report
 
+    validate.writable_dir(args.out, "--out")
     written = write_report(Path(args.results), Path(args.out))
     print(f"wrote {len(written)} files under {args.out}")
     return 0
@@ -144,13 +165,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from benchmarks.data import build_dataset
 
+    if args.action == "preview":
+        out = Path(args.out)
+        if out.suffix.lower() != ".png":
+            raise UserError(f"--out {out}: the preview is a PNG; give a path ending in .png")
+        validate.writable_file(out, "--out")
     dataset = build_dataset(args.dataset, args.split, args.image_size)
     if args.action == "preview":
         from benchmarks.data.preview import save_preview
 
-        out = Path(args.out)
-        if out.suffix.lower() != ".png":
-            raise UserError(f"--out {out}: the preview is a PNG; give a path ending in .png")
         save_preview(dataset, args.n, out)
         print(f"wrote {out}")
     else:
@@ -164,6 +187,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from benchmarks.pretrain import PretrainConfig, pretrain
 
+    validate.writable_dir(args.out, "--out")
     pretrain(PretrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed),
              out=Path(args.out), progress=not args.no_progress)
     return 0
@@ -176,9 +200,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-budget-override", action="store_true",
                         help="accept budget changes; records are marked off_budget")
     parser.add_argument("--out", default=str(REPO / "results"), help="results folder (default: results/)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+    parser.add_argument("--device", type=validate.DEVICE, default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--threads", type=validate.NON_NEGATIVE_INT, default=0,
+                        help="torch CPU threads (default: torch's)")
+    parser.add_argument("--checkpoint-every", type=validate.NON_NEGATIVE_INT, default=100, metavar="STEPS",
                         help="save a resumable checkpoint every STEPS steps (0: only when interrupted)")
     parser.add_argument("--checkpoint-dir", default=str(REPO / "runs" / "checkpoints"),
                         help="where checkpoints live until their run is recorded (default: runs/checkpoints)")
@@ -186,18 +211,19 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = Parser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="train and evaluate one method under a suite's budget")
     bench.add_argument("--method", help="registered method name (see --list-methods)")
     bench.add_argument("--suite", default="shapes", help="suite name or path to a suite TOML (default: shapes)")
-    bench.add_argument("--seed", type=int, help="default: the suite's first seed")
-    bench.add_argument("--lr", type=float, help="learning rate (default: the suite's lr)")
+    bench.add_argument("--seed", type=validate.SEED, help="default: the suite's first seed")
+    bench.add_argument("--lr", type=validate.POSITIVE_FLOAT, help="learning rate (default: the suite's lr)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
     _add_run_arguments(bench)
     bench.add_argument("--force", action="store_true", help="re-run even if this run already finished")
-    bench.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
+    bench.add_argument("--workers", type=validate.NON_NEGATIVE_INT, default=0,
+                       help="data-loading worker processes (default: 0)")
     bench.add_argument("--list-methods", action="store_true", help="list methods with parameter counts")
     bench.set_defaults(handler=cmd_bench)
 
@@ -205,15 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=("preview", "stats"))
     data.add_argument("--dataset", default="shapes")
     data.add_argument("--split", default="val")
-    data.add_argument("--image-size", type=int, default=64)
-    data.add_argument("-n", type=int, default=16, help="images in the preview")
+    data.add_argument("--image-size", type=validate.POSITIVE_INT, default=64)
+    data.add_argument("-n", type=validate.POSITIVE_INT, default=16, help="images in the preview")
     data.add_argument("--out", default="preview.png", help="preview PNG path")
     data.set_defaults(handler=cmd_data)
 
     pretrain = sub.add_parser("pretrain", help="rebuild the offline default backbone (contrastive, shapes captions)")
-    pretrain.add_argument("--steps", type=int, default=1500)
-    pretrain.add_argument("--batch-size", type=int, default=128)
-    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--steps", type=validate.POSITIVE_INT, default=1500)
+    pretrain.add_argument("--batch-size", type=validate.POSITIVE_INT, default=128)
+    pretrain.add_argument("--seed", type=validate.SEED, default=0)
     pretrain.add_argument("--out", default=str(REPO / "methods" / "assets"))
     pretrain.add_argument("--no-progress", action="store_true")
     pretrain.set_defaults(handler=cmd_pretrain)
@@ -243,10 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with interrupts.handled():  # first: a SIGTERM during start-up ends in exit 130 like a later one
+        try:
+            args = build_parser().parse_args(argv)
+            return args.handler(args)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # the commands that record something say what; here nothing was
+            print("interrupted before any work was recorded", file=sys.stderr)
+            return 130

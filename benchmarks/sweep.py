@@ -22,6 +22,7 @@ import torch
 
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.errors import UserError
+from benchmarks.lock import run_lock
 from benchmarks.store import ResultStore, RunSpec
 from benchmarks.suites import Suite
 from methods import get_method, list_methods
@@ -120,9 +121,13 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
                   file=sys.stderr)
             if dry_run:
                 continue
-            record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device, progress=progress,
-                         checkpoints=Checkpointer.for_run(checkpoint_root, store, job),
-                         checkpoint_every=checkpoint_every)
+            checkpoints = Checkpointer.for_run(checkpoint_root, store, job)
+            with run_lock(path):
+                if store.is_finished(job):  # another process ran it while this one waited for the lock
+                    counts["skipped"] += 1
+                    continue
+                record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device,
+                             progress=progress, checkpoints=checkpoints, checkpoint_every=checkpoint_every)
             counts["ok" if record["run_info"]["status"] == "ok" else "not ok"] += 1
 
     phase1, _, _ = plan(store, suite, methods, seeds, configs)

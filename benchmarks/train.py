@@ -10,12 +10,9 @@ import json
 import math
 import random
 import resource
-import signal
 import sys
-import threading
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmarks import distributed, environment
+from benchmarks import distributed, environment, interrupts
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
 from benchmarks.errors import UserError
@@ -142,22 +139,6 @@ class StepBatches(torch.utils.data.Sampler):
             yield order[position * self.batch_size:(position + 1) * self.batch_size][self.part].tolist()
 
 
-@contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: checkpoint, record, exit."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @dataclass
 class Progress:
     """Where a run's training stands: what a checkpoint saves and what the record reports, also after a fault."""
@@ -210,12 +191,14 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
     bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
                dynamic_ncols=True, initial=progress.step, total=suite.steps)
     for batch in bar:
-        images = batch["image"].to(device, non_blocking=True)
-        masks = batch["mask"].to(device, non_blocking=True)
-        tokens = model.backbone.tokenize(batch["text"]).to(device)
-        loss = training_step(net, suite, optimizer, images, tokens, masks, amp)
-        scheduler.step()
-        if progress.log(loss, suite, optimizer.param_groups[0]["lr"]):
+        with interrupts.whole_step():  # an interrupt waits for the step's end: checkpoints hold whole steps
+            images = batch["image"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device, non_blocking=True)
+            tokens = model.backbone.tokenize(batch["text"]).to(device)
+            loss = training_step(net, suite, optimizer, images, tokens, masks, amp)
+            scheduler.step()
+            closed_point = progress.log(loss, suite, optimizer.param_groups[0]["lr"])
+        if closed_point:
             bar.set_postfix(loss=f"{progress.curve[-1]['loss']:.4f}")
         if checkpoints and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < suite.steps:
             checkpoints.save(progress.step, model, optimizer, scheduler, progress.state())
@@ -267,7 +250,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         status, error = "ok", None
         results: dict[str, Any] = {}
         baselines: dict[str, Any] = {}
-        counts, train_peak = None, None
+        counts, train_peak, flops = None, None, {}
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         amp = autocast_dtype(suite, device)
@@ -291,6 +274,8 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                   checkpoints=checkpoints if main else None, checkpoint_every=checkpoint_every, workers=workers)
             train_peak = peak_memory_mb(device)
             results, baselines = evaluate_splits(model, suite, device, amp)
+            # In the try: an interrupt while counting is recorded (and checkpointed) like one during training
+            flops = count_flops(spec) if main else {}
         except Diverged as exc:
             status, error = "diverged", f"{exc} at step {done.step}"
         except torch.cuda.OutOfMemoryError as exc:
@@ -313,7 +298,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                 "peak_memory_train_mb": train_peak[0],
                 "peak_memory_eval_mb": peak_memory_mb(device)[0],
                 "memory_kind": train_peak[1],
-                **(count_flops(spec) if status == "ok" and main else {})}
+                **(flops if status == "ok" else {})}
         record = make_record(spec, status, error, started_at, done, results, baselines, cost, device)
         if main:
             store.write(spec, record)

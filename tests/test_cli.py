@@ -11,7 +11,7 @@ from benchmarks.cli import main
     (["bench", "--method", "full", "--set", "rank=4"], "has no option 'rank'"),
     (["bench", "--method", "full", "--set", "rank"], "--set expects KEY=VALUE"),
     (["bench", "--method", "full", "--budget", "steps=5"], "--allow-budget-override"),
-    (["bench", "--method", "full", "--budget", "steps=-5", "--allow-budget-override"], "steps must be a positive"),
+    (["bench", "--method", "full", "--budget", "steps=-5", "--allow-budget-override"], "steps must be an integer >= 1"),
     (["bench", "--method", "full", "--budget", "batch_size=0", "--allow-budget-override"], "batch_size"),
     (["bench", "--method", "full", "--budget", "lr=nan", "--allow-budget-override"], "lr"),
     (["bench", "--method", "full", "--budget", "stepz=1", "--allow-budget-override"], "unknown suite key 'stepz'"),
