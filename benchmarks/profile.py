@@ -530,6 +530,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from benchmarks.environment import describe, resolve_device
     from benchmarks.store import atomic_write_text
     from methods import get_method, list_methods
+    from methods.backbone import check_arch
 
     if args.out:
         validate.writable_file(args.out, "--out")
@@ -537,6 +538,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     suite = profile_suite(load_suite(args.suite), backbone=args.backbone, image_size=args.image_size,
                           text_len=args.text_len, batch_size=args.batch_size)
+    check_arch(suite.backbone)  # before the first progress line
     device = resolve_device(args.device)
     if args.clip_towers:
         rows = [tower_profile(suite.backbone, suite.image_size, suite.text_len)]
