@@ -4,6 +4,10 @@ A checkpoint is two files written atomically, then committed by rewriting `lates
 `step-N.safetensors` (trainable parameters and all buffers) and `step-N.pt` (optimizer, scheduler, RNG
 states, loss curve, elapsed time). A reader only ever follows `latest.json`, so a kill at any moment
 leaves either the previous or the new checkpoint, never half of one.
+
+A checkpoint damaged after the fact (a truncated file, a pointer to a missing step, contents that do not fit
+the model) is reported in one warning line, removed, and the run starts afresh: only the latest checkpoint is
+kept, so there is no older good one, and a run must never be stuck on a file it cannot read.
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class Checkpointer:
             pointer = json.loads((self.folder / "latest.json").read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("step"), int):
+            return None  # not a pointer this code wrote: the run starts afresh and its first save replaces it
         if pointer.get("config_hash") != self.config_hash:
             return None
         if pointer.get("code_version") != self.code_version:
@@ -94,20 +100,38 @@ class Checkpointer:
 
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              device: torch.device) -> dict[str, Any] | None:
-        """Restore the latest checkpoint into the given objects; returns its progress dict, or None."""
+        """Restore the latest checkpoint into the given objects; returns its progress dict, or None when there
+        is none or it is unusable (then nothing was changed)."""
         step = self.latest_step()
         if step is None:
             return None
-        weights = load_file(str(self.folder / f"step-{step}.safetensors"), device=str(device))
-        missing = set(weights) - set(model.state_dict())
-        if missing:
-            raise RuntimeError(f"checkpoint {self.folder} does not fit the model: {sorted(missing)[:3]}")
+        try:
+            weights, state = self._read(step, model, device)
+        except Exception as exc:  # whatever is wrong with the files, the run goes on without them
+            print(f"warning: checkpoint {self.folder} (step {step}) is unusable ({type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); removed it, starting the run afresh",
+                  file=sys.stderr)
+            self.clear()
+            return None
         model.load_state_dict(weights, strict=False)
-        state = torch.load(self.folder / f"step-{step}.pt", map_location=device, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         return state["progress"]
+
+    def _read(self, step: int, model: torch.nn.Module,
+              device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Both files of `step`, checked against the model before anything is restored."""
+        weights = load_file(str(self.folder / f"step-{step}.safetensors"), device=str(device))
+        own = model.state_dict()
+        unfit = sorted(k for k, v in weights.items() if k not in own or own[k].shape != v.shape)
+        if unfit:
+            raise ValueError(f"tensors that do not fit the model: {unfit[:3]}")
+        state = torch.load(self.folder / f"step-{step}.pt", map_location=device, weights_only=False)
+        missing = {"optimizer", "scheduler", "rng", "progress"} - set(state)
+        if missing or state["progress"].get("step") != step:
+            raise ValueError(f"state file lacks {sorted(missing)} or is not of step {step}")
+        return weights, state
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

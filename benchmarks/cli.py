@@ -4,14 +4,24 @@ scripts call."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import interrupts, validate
 from benchmarks.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS_RESULTS = REPO / "runs" / "results"  # git-ignored: one's own runs; results/ is the committed reference
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors, so that they print as every other bad input does: one line
+    `error: ...` (without argparse's usage block and program prefix), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
@@ -77,36 +87,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import distributed
     from benchmarks.checkpoint import Checkpointer
     from benchmarks.environment import resolve_device
+    from benchmarks.lock import run_lock
     from benchmarks.saved_model import folder_for
     from benchmarks.store import ResultStore
     from benchmarks.summary import print_summary
-    from benchmarks.train import run, sigterm_as_interrupt
+    from benchmarks.train import run
 
+    check_run_paths(args)
+    if not Path(args.reference).is_dir():
+        raise UserError(f"--reference {args.reference}: no such folder; give a folder of run records "
+                        "(default: results/, the committed reference)")
     spec = resolve_spec(args)
     device = resolve_device(args.device)
     store = ResultStore(args.out)
     path = store.path_for(spec)
     speaks = distributed.is_main()  # under torchrun only rank 0 prints
-    if store.is_finished(spec) and not args.force:
-        if speaks:
-            finished = store.load(spec)
-            print(f"already finished: {path} (use --force to run again)")
-            print_summary(finished)
-            print_reference(finished, Path(args.reference), path)
-        return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
     checkpoints = Checkpointer.for_run(Path(args.checkpoint_dir), store, spec)
     model_dir = folder_for(models_root(args), store, spec) if args.save_model else None
-    try:
-        with sigterm_as_interrupt():
+    # rank 0 alone locks: the other processes of its own job must not wait for it
+    with run_lock(path) if speaks else contextlib.nullcontext():
+        if store.is_finished(spec) and not args.force:
+            if speaks:
+                finished = store.load(spec)
+                print(f"already finished: {path} (use --force to run again)")
+                print_summary(finished)
+                print_reference(finished, Path(args.reference), path)
+            return 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
             record = run(spec, store, device=device, progress=not args.no_progress, checkpoints=checkpoints,
                          checkpoint_every=args.checkpoint_every, workers=args.workers, model_dir=model_dir)
-    except KeyboardInterrupt:
-        if speaks:
-            print(f"interrupted: recorded in {path}; run the same command again to resume from "
-                  f"{checkpoints.folder}", file=sys.stderr)
-        return 130
+        except KeyboardInterrupt:
+            if speaks:
+                where = f"recorded in {path}" if path.exists() else "nothing recorded"
+                print(f"interrupted: {where}; run the same command again to resume from {checkpoints.folder}",
+                      file=sys.stderr)
+            return 130
     if speaks:
         print_summary(record)
         print_reference(record, Path(args.reference), path)
@@ -127,6 +144,14 @@ def print_reference(record: dict, reference: Path, own_path: Path) -> None:
                              rates=seeds_by_rate(reference, record, own_path))))
 
 
+def check_run_paths(args: argparse.Namespace) -> None:
+    """bench and sweep write records, checkpoints and models: the folders must be writable before any work."""
+    validate.writable_dir(args.out, "--out")
+    validate.writable_dir(args.checkpoint_dir, "--checkpoint-dir")
+    if args.save_model:
+        validate.writable_dir(models_root(args), "--models-dir")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     import torch
 
@@ -134,25 +159,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from benchmarks.environment import resolve_device
     from benchmarks.store import ResultStore
     from benchmarks.sweep import Shard, run_sweep
-    from benchmarks.train import sigterm_as_interrupt
     from methods import get_method
 
+    check_run_paths(args)
     suite, off_budget = resolve_suite(args)
     methods = [get_method(m).name for m in args.method] or None
     seeds = coerce(args.seeds, tuple[int, ...], "--seeds") if args.seeds is not None else None
     if seeds is not None and not seeds:
         raise UserError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    for seed in seeds or ():
+        validate.seed(seed, "--seeds: each seed")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        with sigterm_as_interrupt():
-            counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
-                               store=ResultStore(args.out), device=resolve_device(args.device),
-                               checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
-                               models_root=models_root(args) if args.save_model else None,
-                               progress=not args.no_progress,
-                               dry_run=args.dry_run, off_budget=off_budget,
-                               options=_key_values(args.set, "--set"))
+        counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
+                           store=ResultStore(args.out), device=resolve_device(args.device),
+                           checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
+                           models_root=models_root(args) if args.save_model else None,
+                           progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
+                           options=_key_values(args.set, "--set"))
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130
@@ -163,6 +188,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmarks.report import write_report
 
+    validate.writable_dir(args.out, "--out")
     written = write_report(Path(args.results), Path(args.out))
     print(f"wrote {len(written)} files under {args.out}")
     return 0
@@ -173,6 +199,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     from benchmarks.data import build_dataset
     from benchmarks.suites import load_suite
 
+    if args.action == "preview":
+        out = validate.writable_file(args.out, "--out", (".png",))  # default under runs/: git ignores it
     suite = load_suite(args.suite)
     name = args.dataset or suite.dataset
     options = suite.dataset_options if name == suite.dataset else {}
@@ -181,9 +209,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "preview":
         from benchmarks.data.preview import save_preview
 
-        out = Path(args.out)  # default under runs/, which git ignores: a clone stays clean
-        if out.suffix.lower() != ".png":
-            raise UserError(f"--out {out}: the preview is a PNG; give a path ending in .png")
         save_preview(dataset, args.n, out)
         print(f"wrote {out}")
     else:
@@ -212,7 +237,7 @@ def _open_model(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from benchmarks.predict import check_output, probabilities, query_from_dataset, query_from_file, write_prediction
+    from benchmarks.predict import probabilities, query_from_dataset, query_from_file, write_prediction
     from benchmarks.train import autocast_dtype
 
     if (args.image is None) == (args.index is None):
@@ -220,11 +245,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         "[--suite S] [--split SPLIT]")
     if args.image is not None and args.split is not None:
         raise UserError("--split picks a dataset item with --index; it does not apply to --image")
-    out = Path(args.out)
-    check_output(out, "--out")
-    probs_out = Path(args.probabilities) if args.probabilities else None
-    if probs_out is not None:
-        check_output(probs_out, "--probabilities", (".png", ".npy"))
+    out = validate.writable_file(args.out, "--out", (".png",))
+    probs_out = args.probabilities and validate.writable_file(args.probabilities, "--probabilities", (".png", ".npy"))
     saved, suite, device = _open_model(args)
     if args.image is not None:
         query = query_from_file(Path(args.image), args.text, suite.image_size)
@@ -264,9 +286,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from benchmarks.pretrain import PretrainConfig, pretrain
 
+    validate.writable_dir(args.out, "--out")
     pretrain(PretrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed),
              out=Path(args.out), progress=not args.no_progress)
     return 0
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a command computes: every command that runs a model takes these two."""
+    parser.add_argument("--device", type=validate.DEVICE, default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--threads", type=validate.NON_NEGATIVE_INT, default=0,
+                        help="torch CPU threads (default: torch's)")
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -277,9 +307,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept budget changes; records are marked off_budget")
     parser.add_argument("--out", default=str(RUNS_RESULTS),
                         help="results folder (default: runs/results; `--out results` updates the committed reference)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+    add_device_arguments(parser)
+    parser.add_argument("--checkpoint-every", type=validate.NON_NEGATIVE_INT, default=100, metavar="STEPS",
                         help="save a resumable checkpoint every STEPS steps (0: only when interrupted)")
     parser.add_argument("--checkpoint-dir", default=str(REPO / "runs" / "checkpoints"),
                         help="where checkpoints live until their run is recorded (default: runs/checkpoints)")
@@ -290,20 +319,21 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="risbench", description=__doc__)
+    parser = Parser(prog="risbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="train and evaluate one method under a suite's budget")
     bench.add_argument("--method", help="registered method name (see --list-methods)")
     bench.add_argument("--suite", default="shapes", help="suite name or path to a suite TOML (default: shapes)")
-    bench.add_argument("--seed", type=int, help="default: the suite's first seed")
-    bench.add_argument("--lr", type=float, help="learning rate (default: the suite's lr)")
+    bench.add_argument("--seed", type=validate.SEED, help="default: the suite's first seed")
+    bench.add_argument("--lr", type=validate.POSITIVE_FLOAT, help="learning rate (default: the suite's lr)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
     _add_run_arguments(bench)
     bench.add_argument("--force", action="store_true", help="re-run even if this run already finished")
     bench.add_argument("--reference", default=str(REPO / "results"),
                        help="records to compare the run with (default: results/, the committed reference)")
-    bench.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default: 0)")
+    bench.add_argument("--workers", type=validate.NON_NEGATIVE_INT, default=0,
+                       help="data-loading worker processes (default: 0)")
     bench.add_argument("--list-methods", action="store_true", help="list methods with their options and defaults")
     bench.add_argument("--counts", action="store_true",
                        help="with --list-methods: trainable parameters on the default backbone and ViT-B/16 (slow)")
@@ -314,16 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--suite", default="shapes", help="suite whose dataset and scene options to show")
     data.add_argument("--dataset", help="another dataset than the suite's, with its default options")
     data.add_argument("--split", help="default: the suite's first evaluation split")
-    data.add_argument("--image-size", type=int, help="default: the suite's image size")
-    data.add_argument("-n", type=int, default=16, help="images in the preview")
+    data.add_argument("--image-size", type=validate.POSITIVE_INT, help="default: the suite's image size")
+    data.add_argument("-n", type=validate.POSITIVE_INT, default=16, help="images in the preview")
     data.add_argument("--out", default=str(REPO / "runs" / "preview.png"),
                       help="preview PNG path (default: runs/preview.png)")
     data.set_defaults(handler=cmd_data)
 
     pretrain = sub.add_parser("pretrain", help="rebuild the offline default backbone (contrastive, shapes captions)")
-    pretrain.add_argument("--steps", type=int, default=1500)
-    pretrain.add_argument("--batch-size", type=int, default=128)
-    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--steps", type=validate.POSITIVE_INT, default=1500)
+    pretrain.add_argument("--batch-size", type=validate.POSITIVE_INT, default=128)
+    pretrain.add_argument("--seed", type=validate.SEED, default=0)
     pretrain.add_argument("--out", default=str(REPO / "methods" / "assets"))
     pretrain.add_argument("--no-progress", action="store_true")
     pretrain.set_defaults(handler=cmd_pretrain)
@@ -349,13 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="saved model folder (bench writes them under runs/models/)")
     predict.add_argument("--image", help="image file to segment (with --text)")
     predict.add_argument("--text", help="the referring expression (with --index: replaces the item's own)")
-    predict.add_argument("--index", type=int, help="take item N of a dataset split instead of --image")
+    predict.add_argument("--index", type=validate.NON_NEGATIVE_INT,
+                         help="take item N of a dataset split instead of --image")
     predict.add_argument("--suite", help="suite whose dataset --index reads (default: the model's suite)")
     predict.add_argument("--split", help="split --index reads (default: the suite's first evaluation split)")
     predict.add_argument("--out", required=True, help="PNG: the image with the predicted mask overlaid")
     predict.add_argument("--probabilities", help="also write the probability map: grey PNG, or float32 .npy")
-    predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    predict.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    add_device_arguments(predict)
     predict.set_defaults(handler=cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a saved model on any split of its suite (or another)")
@@ -363,10 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--suite", help="suite on the same backbone to evaluate on (default: the model's suite)")
     evaluate.add_argument("--split", action="append", default=[],
                           help="split(s), repeatable or comma-separated (default: the suite's evaluation splits)")
-    evaluate.add_argument("--limit", type=int, help="expressions per split (default: the suite's; 0: whole split)")
+    evaluate.add_argument("--limit", type=validate.NON_NEGATIVE_INT,
+                          help="expressions per split (default: the suite's; 0: whole split)")
     evaluate.add_argument("--record", help="also write a re-evaluation record (JSON; never under results/)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    evaluate.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    add_device_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     report = sub.add_parser("report", help="leaderboards, plots, paper and ablation pages from results/")
@@ -377,10 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with interrupts.handled():  # first: a SIGTERM during start-up ends in exit 130 like a later one
+        try:
+            args = build_parser().parse_args(argv)
+            return args.handler(args)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # the commands that record something say what; here nothing was
+            print("interrupted before any work was recorded", file=sys.stderr)
+            return 130

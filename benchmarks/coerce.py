@@ -22,8 +22,8 @@ def field_types(config_cls: type) -> dict[str, Any]:
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:
-    """`value` converted to `annotation`; strings are parsed, other values (TOML, Python) pass unchanged
-    except lists, which become tuples where the field is a tuple.
+    """`value` converted to `annotation`; strings are parsed, other values (TOML, Python) must already have
+    the type (see `conform`).
 
     `X | None` accepts "none"/"null" for None; floats must be finite (an `inf` option would only surface
     later as a diverged run).
@@ -37,17 +37,50 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         annotation = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if not isinstance(value, str):
-        return tuple(value) if origin is tuple and isinstance(value, list) else value
+        return conform(value, annotation, key)
     try:
         if origin is tuple:
             return tuple(_parse(v.strip(), args[0] if args else str) for v in value.split(",") if v.strip())
         return _parse(value, annotation)
     except ValueError:
-        kind = getattr(args[0] if origin is tuple and args else annotation, "__name__", str(annotation))
-        kind = "finite float" if kind == "float" else kind
-        article = "an" if kind[0] in "aeiou" else "a"
-        expected = f"comma-separated {kind}s" if origin is tuple else f"{article} {kind}"
+        kind = _kind(args[0] if origin is tuple and args else annotation)
+        expected = f"comma-separated {kind}s" if origin is tuple else f"{_article(kind)} {kind}"
         raise UserError(f"{key}={value!r}: expected {expected}") from None
+
+
+def conform(value: Any, annotation: Any, key: str) -> Any:
+    """`value` if it has the annotated type, with lists made tuples where the field is a tuple; else a
+    UserError. Strict: a bool is not a number, a string is not a list, an int is a float (TOML writes `1`),
+    and values are never converted otherwise (the config hash covers them as given)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{key}={value!r}: expected a list of {_kind(args[0] if args else Any)} values")
+        return tuple(conform(v, args[0], f"{key}[{i}]") if args and args[-1] is ... else v
+                     for i, v in enumerate(value))
+    target = origin or annotation
+    fits = {bool: lambda v: isinstance(v, bool),
+            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+            str: lambda v: isinstance(v, str),
+            dict: lambda v: isinstance(v, dict)}.get(target)
+    if fits is not None and not fits(value):
+        raise UserError(f"{key}={value!r}: expected {_article(_kind(target))} {_kind(target)}")
+    return value
+
+
+def _kind(annotation: Any) -> str:
+    name = getattr(annotation, "__name__", str(annotation))
+    return {"float": "finite float", "dict": "table"}.get(name, name)
+
+
+def _article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
 
 
 def _parse(text: str, kind: Any) -> Any:

@@ -112,13 +112,6 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def check_output(path: Path, flag: str, suffixes: tuple[str, ...] = (".png",)) -> None:
-    if path.suffix.lower() not in suffixes:
-        raise UserError(f"{flag} {path}: give a path ending in {' or '.join(suffixes)}")
-    if not path.parent.is_dir():
-        raise UserError(f"{flag} {path}: folder {path.parent} does not exist")
-
-
 def write_prediction(query: Query, probs: torch.Tensor, threshold: float, out: Path,
                      probabilities_out: Path | None = None) -> str:
     """Write the overlay (and the probability map: 8-bit grey PNG, or float32 .npy); returns a one-line summary."""

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks import validate
 from benchmarks.build import build_base_model
 from benchmarks.errors import UserError
 from benchmarks.flops import (
@@ -506,15 +507,19 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
                         help="method to profile (repeatable; default: every registered method)")
     parser.add_argument("--suite", default="shapes", help="suite name or TOML path (default: shapes)")
     parser.add_argument("--backbone", help="open_clip architecture instead of the suite's (random weights)")
-    parser.add_argument("--image-size", type=int, help="input size instead of the suite's")
-    parser.add_argument("--text-len", type=int, help="token length instead of the suite's")
-    parser.add_argument("--batch-size", type=int, help="batch size for memory and timing")
+    parser.add_argument("--image-size", type=validate.POSITIVE_INT, help="input size instead of the suite's")
+    parser.add_argument("--text-len", type=validate.POSITIVE_INT, help="token length instead of the suite's")
+    parser.add_argument("--batch-size", type=validate.POSITIVE_INT, help="batch size for memory and timing")
     parser.add_argument("--sweep-image-size", metavar="N,N,...", help="profile at each of these image sizes")
     parser.add_argument("--sweep-batch-size", metavar="N,N,...", help="and at each of these batch sizes")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] for memory and timing")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before measuring (default 2)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is kept (default 5)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", type=validate.DEVICE, default="auto",
+                        help="auto, cpu or cuda[:N] for memory and timing")
+    parser.add_argument("--warmup", type=validate.POSITIVE_INT, default=2,
+                        help="untimed calls before measuring (default 2)")
+    parser.add_argument("--repeats", type=validate.POSITIVE_INT, default=5,
+                        help="timed rounds; the median is kept (default 5)")
+    parser.add_argument("--threads", type=validate.NON_NEGATIVE_INT, default=0,
+                        help="torch CPU threads (default: torch's)")
     parser.add_argument("--flops-only", action="store_true", help="no memory or timing")
     parser.add_argument("--clip-towers", action="store_true",
                         help="bare CLIP image/text encoder GFLOPs, next to open_clip's table")
@@ -526,11 +531,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from benchmarks.environment import describe, resolve_device
     from benchmarks.store import atomic_write_text
     from methods import get_method, list_methods
+    from methods.backbone import check_arch
 
+    if args.out:
+        validate.writable_file(args.out, "--out")
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = profile_suite(load_suite(args.suite), backbone=args.backbone, image_size=args.image_size,
                           text_len=args.text_len, batch_size=args.batch_size)
+    check_arch(suite.backbone)  # before the first progress line
     device = resolve_device(args.device)
     if args.clip_towers:
         rows = [tower_profile(suite.backbone, suite.image_size, suite.text_len)]

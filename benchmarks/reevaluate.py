@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import environment
+from benchmarks import environment, validate
 from benchmarks.errors import UserError
 from benchmarks.saved_model import SavedModel
 from benchmarks.store import DEFAULT_RESULTS, SCHEMA_VERSION, atomic_write_text
@@ -29,21 +29,16 @@ def evaluation_suite(suite: Suite, splits: list[str] | None, limit: int | None) 
     """`suite` restricted to `splits` (default: its eval_splits) and `limit` expressions (0: whole splits)."""
     splits = list(dict.fromkeys(splits or suite.eval_splits))
     limit = suite.eval_limit if limit is None else limit
-    if limit < 0:
-        raise UserError(f"--limit {limit}: give 0 (whole splits) or a positive number of expressions")
     # lr_search_split must be one of eval_splits; it plays no part in an evaluation
     return dataclasses.replace(suite, eval_splits=tuple(splits), eval_limit=limit, lr_search_split=splits[0])
 
 
 def check_record_path(path: Path) -> None:
-    if path.suffix != ".json":
-        raise UserError(f"--record {path}: give a path ending in .json")
+    validate.writable_file(path, "--record", (".json",))
     resolved = path.resolve()
     if resolved == DEFAULT_RESULTS or DEFAULT_RESULTS in resolved.parents:
         raise UserError(f"--record {path}: results/ holds training runs only (reports read it); write the "
                         "re-evaluation elsewhere, e.g. runs/reevaluations/NAME.json")
-    if not path.parent.is_dir():
-        raise UserError(f"--record {path}: folder {path.parent} does not exist")
 
 
 def reevaluate(saved: SavedModel, suite: Suite, device: torch.device) -> dict[str, Any]:

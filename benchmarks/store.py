@@ -10,13 +10,16 @@ import dataclasses
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.errors import UserError
 from benchmarks.suites import Suite
 
 SCHEMA_VERSION = 1
@@ -61,6 +64,7 @@ class ResultStore:
 
     def __init__(self, root: Path | str = DEFAULT_RESULTS):
         self.root = Path(root)
+        remove_orphaned_temporaries(self.root)
 
     def path_for(self, spec: RunSpec) -> Path:
         return self.root / spec.suite.name / spec.method / f"{spec.config_hash[:12]}-seed{spec.seed}.json"
@@ -115,15 +119,55 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """A write that fails (disk full, `ulimit -f`, permissions) is a UserError naming the file and the fix,
+    and leaves neither the file half-written nor its temporary file behind."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_SEP}{_owner()}{TMP_SEP}",
+                                   suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}; free disk space, raise the file-size "
+                            "limit (ulimit -f) or write elsewhere") from None
         raise
+
+
+TMP_SEP = "~"  # .<name>~<host>~<pid>~<random>.tmp: no host name holds '~'
+ORPHAN_AGE_SECONDS = 3600  # a temporary file this old belongs to no write in progress, wherever it came from
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}{TMP_SEP}{os.getpid()}"
+
+
+def remove_orphaned_temporaries(root: Path) -> None:
+    """Delete the temporary files of writes that never finished (the writer was killed between writing and
+    renaming): those of dead processes on this host at once, any other after an hour."""
+    for tmp in root.rglob(".*.tmp") if root.is_dir() else ():
+        parts = tmp.name[:-len(".tmp")].rsplit(TMP_SEP, 3)
+        try:
+            mine = len(parts) == 4 and parts[1] == socket.gethostname()
+            dead = mine and not _alive(int(parts[2]))
+            if dead or time.time() - tmp.stat().st_mtime > ORPHAN_AGE_SECONDS:
+                tmp.unlink()
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to judge
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -22,6 +22,7 @@ import torch
 
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.errors import UserError
+from benchmarks.lock import run_lock
 from benchmarks.saved_model import folder_for
 from benchmarks.store import ResultStore, RunSpec
 from benchmarks.suites import Suite
@@ -128,10 +129,15 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
                 continue
             print(f"[shard {shard.index}/{shard.count}] {job.method} lr={job.lr:g} seed={job.seed} -> {path}",
                   file=sys.stderr)
-            record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device, progress=progress,
-                         checkpoints=Checkpointer.for_run(checkpoint_root, store, job),
-                         checkpoint_every=checkpoint_every,
-                         model_dir=folder_for(models_root, store, job) if models_root is not None else None)
+            checkpoints = Checkpointer.for_run(checkpoint_root, store, job)
+            model_dir = folder_for(models_root, store, job) if models_root is not None else None
+            with run_lock(path):
+                if store.is_finished(job):  # another process ran it while this one waited for the lock
+                    counts["skipped"] += 1
+                    continue
+                record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device,
+                             progress=progress, checkpoints=checkpoints, checkpoint_every=checkpoint_every,
+                             model_dir=model_dir)
             counts["ok" if record["run_info"]["status"] == "ok" else "not ok"] += 1
 
     phase1, _, _ = plan(store, suite, methods, seeds, configs)

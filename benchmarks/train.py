@@ -10,12 +10,9 @@ import json
 import math
 import random
 import resource
-import signal
 import sys
-import threading
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmarks import distributed, environment, memory_cap
+from benchmarks import distributed, environment, interrupts, memory_cap
 from benchmarks.build import build_model
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
@@ -129,22 +126,6 @@ class StepBatches(torch.utils.data.Sampler):
             yield order[position * self.batch_size:(position + 1) * self.batch_size][self.part].tolist()
 
 
-@contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: checkpoint, record, exit."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @dataclass
 class Progress:
     """Where a run's training stands: what a checkpoint saves and what the record reports, also after a fault."""
@@ -209,12 +190,14 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
     bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
                dynamic_ncols=True, initial=progress.step, total=suite.steps)
     for batch in bar:
-        images = batch["image"].to(device, non_blocking=True)
-        masks = batch["mask"].to(device, non_blocking=True)
-        tokens = model.backbone.tokenize(batch["text"]).to(device)
-        loss = training_step(net, suite, optimizer, images, tokens, masks, amp)
-        scheduler.step()
-        if progress.log(loss, suite, optimizer.param_groups[0]["lr"]):
+        with interrupts.whole_step():  # an interrupt waits for the step's end: checkpoints hold whole steps
+            images = batch["image"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device, non_blocking=True)
+            tokens = model.backbone.tokenize(batch["text"]).to(device)
+            loss = training_step(net, suite, optimizer, images, tokens, masks, amp)
+            scheduler.step()
+            closed_point = progress.log(loss, suite, optimizer.param_groups[0]["lr"])
+        if closed_point:
             bar.set_postfix(loss=f"{progress.curve[-1]['loss']:.4f}")
         if progress.anytime_due(suite):
             started = time.perf_counter()
@@ -290,7 +273,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         status, error = "ok", None
         results: dict[str, Any] = {}
         baselines: dict[str, Any] = {}
-        counts, train_peak = None, None
+        counts, train_peak, flops = None, None, {}
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         capped = memory_cap.apply(suite, device)
@@ -315,6 +298,8 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                   checkpoints=checkpoints if main else None, checkpoint_every=checkpoint_every, workers=workers)
             train_peak = peak_memory_mb(device)
             results, baselines = evaluate_splits(model, suite, device, amp)
+            # In the try: an interrupt while counting is recorded (and checkpointed) like one during training
+            flops = count_flops(spec) if main else {}
         except Diverged as exc:
             status, error = "diverged", f"{exc} at step {done.step}"
         except torch.cuda.OutOfMemoryError as exc:
@@ -338,7 +323,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                 "peak_memory_eval_mb": peak_memory_mb(device)[0],
                 "memory_kind": train_peak[1],
                 **memory_cap.report(suite, capped, train_peak[0]),
-                **(count_flops(spec) if status == "ok" and main else {})}
+                **(flops if status == "ok" else {})}
         record = make_record(spec, status, error, started_at, done, results, baselines, cost, device)
         if main and model_dir is not None and status == "ok":
             save_model(model_dir, model, spec, record)

@@ -1,5 +1,7 @@
 """Bad input: one clear line on stderr, exit code 2, nothing written."""
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.cli import main
@@ -11,7 +13,7 @@ from benchmarks.cli import main
     (["bench", "--method", "full", "--set", "rank=4"], "has no option 'rank'"),
     (["bench", "--method", "full", "--set", "rank"], "--set expects KEY=VALUE"),
     (["bench", "--method", "full", "--budget", "steps=5"], "--allow-budget-override"),
-    (["bench", "--method", "full", "--budget", "steps=-5", "--allow-budget-override"], "steps must be a positive"),
+    (["bench", "--method", "full", "--budget", "steps=-5", "--allow-budget-override"], "steps must be an integer >= 1"),
     (["bench", "--method", "full", "--budget", "batch_size=0", "--allow-budget-override"], "batch_size"),
     (["bench", "--method", "full", "--budget", "lr=nan", "--allow-budget-override"], "lr"),
     (["bench", "--method", "full", "--budget", "stepz=1", "--allow-budget-override"], "unknown suite key 'stepz'"),
@@ -55,6 +57,23 @@ from benchmarks.cli import main
     (["sweep", "--suite", "smoke", "--seeds", ","], "--seeds needs at least one seed"),
     (["sweep", "--method", "bridger", "--suite", "smoke", "--set", "image_stages=1,x"],
      "bridger.image_stages='1,x': expected comma-separated ints"),
+    # issue 18: values that trained and wrote a `failed` (or final `diverged`) record, or were accepted
+    *[(["bench", "--method", "frozen", "--suite", "smoke", *extra], message) for extra, message in (
+        (["--seed", "-1"], "argument --seed: must be an integer in [0, 4294967295], got -1"),
+        (["--seed", "99999999999999999999"], "argument --seed: must be an integer in [0, 4294967295]"),
+        (["--workers", "-1"], "argument --workers: must be an integer >= 0, got -1"),
+        (["--device", "meta"], "argument --device: must be auto, cpu or cuda[:N], got 'meta'"),
+        (["--budget", "batch_size=100000", "--allow-budget-override"],
+         "batch_size 100000 is larger than the train split (20000 items)"),
+        (["--lr", "-1", "--allow-budget-override"], "argument --lr: must be a finite number in (0, inf)"),
+        (["--lr", "inf", "--allow-budget-override"], "argument --lr: must be a finite number in (0, inf), got inf"),
+        (["--threads", "-1"], "argument --threads: must be an integer >= 0, got -1"),
+        (["--checkpoint-every", "-1"], "argument --checkpoint-every: must be an integer >= 0, got -1"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    )],
+    (["sweep", "--suite", "smoke", "--seeds", "-1"], "--seeds: each seed must be an integer in [0, 4294967295]"),
+    (["profile", "--threads", "-1"], "argument --threads: must be an integer >= 0, got -1"),
+    (["data", "stats", "--image-size", "0"], "argument --image-size: must be an integer >= 1, got 0"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.delenv("RISBENCH_DATA", raising=False)
@@ -118,3 +137,57 @@ def test_listed_defaults_are_accepted_back_by_set():
     for name in list_methods():
         spec = get_method(name)
         assert spec.make_config(method_options(name)) == spec.make_config()
+
+
+SMOKE = (Path(__file__).resolve().parent.parent / "benchmarks/suites/smoke.toml").read_text()
+
+
+@pytest.mark.parametrize("line,message", [
+    ('name = "../../escaped"', "suite name '../../escaped' must be a plain name"),
+    ('name = ""', "suite name '' must be a plain name"),
+    ('lr_grid = ["a"]', "lr_grid[0]='a': expected a finite float"),
+    ("eval_splits = [1]", "eval_splits[0]=1: expected a str"),
+    ("lr = true", "lr=True: expected a finite float"),
+    ("eval_limit = true", "eval_limit=True: expected an int"),
+    ('eval_splits = "val"', "eval_splits='val': expected a list of str values"),
+    ('seeds = ["a"]', "seeds[0]='a': expected an int"),
+    ("seeds = [-1]", "seeds[0] must be an integer in [0, 4294967295], got -1"),
+    ("batch_size = 30000", "batch_size 30000 is larger than the train split (20000 items)"),
+])
+@pytest.mark.parametrize("command", ["bench", "sweep"])
+def test_a_malformed_suite_file_is_refused_before_any_work(tmp_path, capsys, line, message, command):
+    """issue 18: these escaped --out, were tracebacks, trained at lr 1.0 or failed only after training."""
+    key = line.split(" = ")[0]
+    suite = tmp_path / "s.toml"
+    suite.write_text("\n".join([*(x for x in SMOKE.splitlines() if x.split(" = ")[0] != key), line]) + "\n")
+    argv = [command, "--suite", str(suite), "--out", str(tmp_path / "out" / "results"),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), *(["--method", "frozen"] if command == "bench" else [])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["s.toml"]  # nothing written, not even above --out
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--method", "frozen", "--suite", "smoke", "--out", "FILE"],
+    ["bench", "--method", "frozen", "--suite", "smoke", "--out", "FILE/r"],
+    ["bench", "--method", "frozen", "--suite", "smoke", "--checkpoint-dir", "FILE/c"],
+    ["sweep", "--suite", "smoke", "--out", "FILE/r"],
+    ["report", "--out", "FILE/x"],
+    ["profile", "--flops-only", "--method", "frozen", "--suite", "smoke", "--out", "FILE/p.json"],
+    ["data", "preview", "--out", "DIR.png"],
+    ["pretrain", "--out", "FILE/assets"],
+])
+def test_an_unwritable_output_path_is_refused_before_any_work(tmp_path, capsys, monkeypatch, argv):
+    """issue 18: these trained or profiled fully, then failed with a traceback (and no record)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("a file")
+    (tmp_path / "DIR.png").mkdir()
+    own = {"bench": ("--out", "--checkpoint-dir"), "sweep": ("--out", "--checkpoint-dir"), "report": ("--results",)}
+    places = {"--out": "results", "--checkpoint-dir": "ckpt", "--results": "results"}
+    extra = [a for option in own.get(argv[0], ()) if option not in argv for a in (option, places[option])]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --") and ("is a file, not a folder" in err or "not a folder" in err
+                                            or "is a folder" in err) and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["DIR.png", "FILE"]

@@ -265,3 +265,61 @@ def test_outside_a_process_group_the_main_process_is_torchruns_rank_zero(monkeyp
     assert not distributed.is_main()
     monkeypatch.setenv("RANK", "0")
     assert distributed.is_main()
+
+
+def stalled_worker(rank: int, port: int, out: Path) -> None:
+    """A run checkpointed every step in which process 1 stops at its second step (killed there by the test)."""
+    as_torchrun_process(rank, port)
+    decoder._SIZES["tiny"]["dropout"] = 0.0
+    real_step, steps = train.training_step, itertools.count(1)
+
+    def stalled(*args):
+        if rank == 1 and next(steps) == 2:
+            (out / "stalled").touch()
+            time.sleep(600)
+        return real_step(*args)
+
+    train.training_step = stalled
+    checkpoints = Checkpointer(out / "checkpoints", lora_spec().config_hash, code_version="test")
+    train.run(lora_spec(), ResultStore(out / "results"), device=CPU, progress=False, checkpoints=checkpoints,
+              checkpoint_every=1)
+
+
+def resuming_worker(rank: int, port: int, out: Path) -> None:
+    as_torchrun_process(rank, port)
+    decoder._SIZES["tiny"]["dropout"] = 0.0
+    checkpoints = Checkpointer(out / "checkpoints", lora_spec().config_hash, code_version="test")
+    train.run(lora_spec(), ResultStore(out / "results"), device=CPU, progress=False, checkpoints=checkpoints,
+              checkpoint_every=1)
+
+
+def test_a_killed_process_ends_the_other_in_bounded_time_and_a_rerun_resumes_exactly(tmp_path, two_processes):
+    """kill -9 of one of two gloo processes mid-training: the other ends within 60 s (it does not wait in a
+    collective for the backend's 30-minute timeout), no record or damaged checkpoint is left, and running the
+    job again resumes to the record of an uninterrupted two-process run."""
+    context = mp.start_processes(stalled_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=False,
+                                 start_method="spawn")
+    other, stalled = context.processes
+    deadline = time.monotonic() + 240
+    pointer = tmp_path / "checkpoints" / "latest.json"
+    while not ((tmp_path / "stalled").exists() and pointer.exists()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (tmp_path / "stalled").exists() and pointer.exists(), "the run never reached its second step"
+    stalled.kill()
+    killed_at = time.monotonic()
+    other.join(timeout=60)
+    ended = not other.is_alive()
+    for process in context.processes:
+        if process.is_alive():
+            process.kill()
+        process.join()
+    assert ended, f"process 0 still ran {time.monotonic() - killed_at:.0f} s after process 1 was killed"
+    assert other.exitcode != 0
+    assert not list((tmp_path / "results").rglob("*.json"))  # no record: the job is run again
+    assert Checkpointer(tmp_path / "checkpoints", lora_spec().config_hash, code_version="test").latest_step() == 1
+
+    mp.start_processes(resuming_worker, args=(free_port(), tmp_path), nprocs=WORLD, start_method="spawn")
+    [path] = list((tmp_path / "results").rglob("*.json"))
+    resumed, uninterrupted = read_record(path), two_processes[1][0]["run"]
+    assert resumed["run_info"]["status"] == "ok"
+    assert losses(resumed) == losses(uninterrupted) and metrics(resumed) == metrics(uninterrupted)

@@ -140,7 +140,8 @@ def test_bench_same_seed_code_and_threads_matches_the_reference_exactly_and_name
     reference, mine = tmp_path / "reference", tmp_path / "mine"
     common = ["bench", "--method", "frozen", "--suite", "smoke", "--threads", "1", "--no-progress",
               "--checkpoint-dir", str(tmp_path / "checkpoints")]
-    assert main([*common, "--out", str(reference), "--reference", str(tmp_path / "none")]) == 0
+    (tmp_path / "empty").mkdir()
+    assert main([*common, "--out", str(reference), "--reference", str(tmp_path / "empty")]) == 0
     assert "no ok record of this configuration" in capsys.readouterr().out
     assert main([*common, "--out", str(mine), "--reference", str(reference)]) == 0
     out = capsys.readouterr().out

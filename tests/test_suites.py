@@ -71,7 +71,7 @@ def test_none_clears_an_optional_field_from_the_command_line():
      "refcocog (google) has no split 'test'; valid splits: train, val"),
     ({"dataset": "refcocog", "dataset_options": {"split_by": "unc"}},
      "no split_by 'unc'; choose one of ['umd', 'google']"),
-    ({"dataset_options": "min_objects=3"}, "dataset_options must be a table"),
+    ({"dataset_options": "min_objects=3"}, "dataset_options='min_objects=3': expected a table"),
 ])
 def test_unknown_splits_name_the_field_and_the_dataset_splits(changes, message):
     with pytest.raises(UserError) as err:
@@ -100,7 +100,9 @@ def test_paper_suites_pass_the_check_once_their_data_is_there(name, tmp_path, mo
     with pytest.raises(UserError, match=r"missing refer annotation file .*refcoco/refs\(unc\)\.p"):
         load_suite(name).check()
     build_refer(tmp_path)
-    load_suite(name).check()  # known arch, known pretrained tag (not downloaded), data in place
+    with pytest.raises(UserError, match=r"batch_size 32 is larger than the train split \(2 items\)"):
+        load_suite(name).check()  # the fixture's train split is two expressions
+    load_suite(name).replace({"batch_size": 2}).check()  # known arch, known pretrained tag, data in place
 
 
 @pytest.mark.parametrize("changes,message", [

@@ -107,7 +107,7 @@ def other_backbone_suite(tmp: Path) -> str:
     (["--image", "{tmp}/ok.png", "--text", "  "], "--text is empty"),
     (["--image", "{tmp}/ok.png"], "--text is empty"),
     (["--index", "100000"], "--index 100000 is out of range"),
-    (["--index", "-1"], "out of range"),
+    (["--index", "-1"], "argument --index: must be an integer >= 0, got -1"),
     (["--index", "0", "--split", "vall"], "has no split 'vall'"),
     (["--index", "0", "--image", "{tmp}/ok.png"], "either --image"),
     ([], "either --image"),
@@ -134,7 +134,7 @@ def test_predict_bad_input_is_one_line_exit_2(trained, tmp_path, capsys, args, m
     (["--record", "{repo}/results/x.json"], "results/ holds training runs only"),
     (["--record", "{tmp}/x.txt"], "ending in .json"),
     (["--split", "vall"], "has no split 'vall'"),
-    (["--limit", "-3"], "--limit -3"),
+    (["--limit", "-3"], "argument --limit: must be an integer >= 0, got -3"),
     (["--suite", "{other}"], "trained with backbone"),
 ])
 def test_evaluate_bad_input_is_one_line_exit_2(trained, tmp_path, capsys, args, message):

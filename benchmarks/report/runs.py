@@ -56,13 +56,15 @@ def plain(value: Any) -> str:
 def runs_frame(records: Iterable[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
     """One row per run record: identity, status, per-split metrics (split/metric columns), cost, curve.
 
-    A record that parses but lacks a field the report needs is skipped with a warning naming it."""
+    A record that parses but lacks a field the report needs, or holds it with the wrong type (a learning rate
+    "abc"), is skipped with a warning naming it."""
     rows = []
     for path, record in records:
         try:
             rows.append(_row(path, record))
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            warnings.warn(f"skipping {path}: run record lacks {exc.__class__.__name__} {exc}", stacklevel=2)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            warnings.warn(f"skipping {path}: run record lacks or mistypes a field ({exc.__class__.__name__}: "
+                          f"{exc})", stacklevel=2)
     return pd.DataFrame(rows)
 
 

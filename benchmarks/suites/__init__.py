@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.coerce import coerce, field_types
-from benchmarks.data import check_dataset, check_dataset_name, check_split
+from benchmarks import validate
+from benchmarks.coerce import coerce, conform, field_types
+from benchmarks.data import build_dataset, check_dataset, check_dataset_name, check_split
 from benchmarks.errors import UserError, did_you_mean
 
 # Keys added after records were first committed, with the value every earlier run had in effect. They only
@@ -71,35 +71,42 @@ class Suite:
     memory_cap_gb: float = 0.0  # 0 = no cap; enforced on CUDA (out of memory is the outcome `oom`), reported on CPU
 
     def __post_init__(self) -> None:
+        """Every field checked by type (strictly: `lr = true` is not a rate) and range at construction, so a
+        suite file, a --budget change and a sweep all meet the same rules before any work."""
         def bad(field_name: str, why: str) -> UserError:
             return UserError(f"suite '{self.name}': {field_name} {why}")
 
+        def checked(check, key: str, *args, **kwargs) -> None:
+            try:
+                check(getattr(self, key), key, *args, **kwargs)
+            except UserError as exc:
+                raise UserError(f"suite '{self.name}': {exc}") from None
+
+        validate.name(self.name, "suite name")
+        for key, annotation in field_types(Suite).items():
+            try:
+                object.__setattr__(self, key, conform(getattr(self, key), annotation, key))
+            except UserError as exc:
+                raise UserError(f"suite '{self.name}': {exc}") from None
         for key in ("image_size", "text_len", "batch_size", "steps", "log_every", "anytime_limit"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise bad(key, f"must be a positive integer, got {value!r}")
+            checked(validate.integer, key, low=1)
         for key in ("eval_limit", "warmup_steps", "eval_every"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < 0:
-                raise bad(key, f"must be a non-negative integer, got {value!r}")
-        for key in ("lr", "weight_decay", "grad_clip", "lr_drop_at", "threshold", "memory_cap_gb"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise bad(key, f"must be a finite number >= 0, got {value!r}")
-        if self.lr <= 0 or not self.lr_grid or any(not (math.isfinite(v) and v > 0) for v in self.lr_grid):
-            raise bad("lr/lr_grid", "must be positive finite learning rates")
-        if not 0 < self.threshold < 1:
-            raise bad("threshold", f"must be in (0, 1), got {self.threshold}")
-        if not 0 < self.lr_drop_at <= 1:
-            raise bad("lr_drop_at", f"must be in (0, 1], got {self.lr_drop_at}")
+            checked(validate.integer, key, low=0)
+        for key in ("weight_decay", "grad_clip", "memory_cap_gb"):
+            checked(validate.number, key)
+        checked(validate.number, "lr", open_low=True)
+        checked(validate.number, "threshold", 0, 1, open_low=True, open_high=True)
+        checked(validate.number, "lr_drop_at", 0, 1, open_low=True)
+        for i, rate in enumerate(self.lr_grid):
+            validate.number(rate, f"suite '{self.name}': lr_grid[{i}]", open_low=True)
+        for i, value in enumerate(self.seeds):
+            validate.seed(value, f"suite '{self.name}': seeds[{i}]")
         for key, allowed in (("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                              ("schedule", SCHEDULES), ("decoder_scale", ("tiny", "paper"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        if not self.eval_splits or not self.seeds:
-            raise bad("eval_splits/seeds", "must not be empty")
-        if not isinstance(self.dataset_options, dict):
-            raise bad("dataset_options", f"must be a table of options, got {self.dataset_options!r}")
+        if not self.eval_splits or not self.seeds or not self.lr_grid:
+            raise bad("eval_splits/seeds/lr_grid", "must not be empty")
         checks = [("dataset", functools.partial(check_dataset_name, self.dataset))]
         for key in ("train_split", "eval_splits", "lr_search_split"):
             value = getattr(self, key)
@@ -134,6 +141,10 @@ class Suite:
         from methods.backbone import check_arch
 
         check_dataset(self.dataset, self.image_size, self.dataset_options)
+        size = len(build_dataset(self.dataset, self.train_split, self.image_size, self.dataset_options))
+        if self.batch_size > size:
+            raise UserError(f"suite '{self.name}': batch_size {self.batch_size} is larger than the "
+                            f"{self.train_split} split ({size} items); use a batch_size of at most {size}")
         check_arch(self.backbone)
         source = self.pretrained_source()
         if source is None or Path(source).is_file():

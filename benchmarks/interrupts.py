@@ -1,0 +1,54 @@
+"""Ctrl-C and SIGTERM become KeyboardInterrupt, except in the middle of a training step, where they wait for the
+step to end.
+
+An interrupt that lands mid-step would otherwise leave the step half done (dropout masks drawn, weights maybe
+half updated), and the checkpoint saved on the way out would not be the state of any step: the resumed run
+would differ from an uninterrupted one. Deferring to the step's end makes the saved state exactly the state
+after the last completed step, for every method.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_state = {"deferring": False, "pending": False}
+
+
+def _handler(signum, frame) -> None:
+    if _state["deferring"]:
+        _state["pending"] = True
+        return
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (deferred inside `whole_step`) for the duration. Installed
+    first thing by the CLI, so a scheduler's SIGTERM during start-up also ends in exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _state.update(deferring=False, pending=False)
+    previous = {sig: signal.signal(sig, _handler) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def whole_step() -> Iterator[None]:
+    """The body runs to its end even if interrupted; the interrupt is raised just after it."""
+    _state["deferring"] = True
+    try:
+        yield
+    finally:
+        _state["deferring"] = False
+    if _state["pending"]:
+        _state["pending"] = False
+        raise KeyboardInterrupt
