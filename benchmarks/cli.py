@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import interrupts, validate
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS_RESULTS = REPO / "runs" / "results"  # git-ignored: one's own runs; results/ is the committed reference
@@ -155,11 +155,11 @@ def check_run_paths(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmarks.coerce import coerce
     from benchmarks.environment import resolve_device
     from benchmarks.store import ResultStore
     from benchmarks.sweep import Shard, run_sweep
     from methods import get_method
+    from riscore.coerce import coerce
 
     check_run_paths(args)
     suite, off_budget = resolve_suite(args)
@@ -238,7 +238,7 @@ def _open_model(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from benchmarks.predict import probabilities, query_from_dataset, query_from_file, write_prediction
-    from benchmarks.train import autocast_dtype
+    from benchmarks.step import autocast_dtype
 
     if (args.image is None) == (args.index is None):
         raise UserError("predict needs either --image FILE --text \"...\" or a dataset item: --index N "

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 T = TypeVar("T")
 TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import distributed
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 PACKAGES = ("torch", "torchvision", "open_clip_torch", "peft", "transformers", "fvcore", "numpy")
 REPO = Path(__file__).resolve().parent.parent

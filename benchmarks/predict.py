@@ -18,12 +18,12 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from benchmarks.data import build_dataset, check_split
 from benchmarks.data.letterbox import Letterbox
-from benchmarks.errors import UserError
 from benchmarks.evaluate import batch_logits
 from benchmarks.metrics import IoUMeter, logits_to_probabilities
 from benchmarks.store import atomic_write_bytes
 from benchmarks.suites import Suite
 from methods.model import RISModel
+from riscore.errors import UserError
 
 TINT_RGB = np.array([255, 0, 255], dtype=np.float32)  # magenta, as `data preview`: absent from shapes, rare in photos
 TINT_ALPHA = 0.45

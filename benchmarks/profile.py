@@ -31,7 +31,6 @@ import torch
 
 from benchmarks import validate
 from benchmarks.build import build_base_model
-from benchmarks.errors import UserError
 from benchmarks.flops import (
     CONVENTION,
     OPEN_CLIP_PROFILE,
@@ -42,11 +41,12 @@ from benchmarks.flops import (
     split_parts,
     torch_flops,
 )
+from benchmarks.step import autocast_dtype, make_optimizer, training_step
 from benchmarks.suites import Suite, load_suite
-from benchmarks.train import autocast_dtype, make_optimizer, training_step
 from methods.backbone import Backbone, BackboneConfig
 from methods.decoder import segmentation_loss
 from methods.model import RISModel
+from riscore.errors import UserError
 
 PROBE_TEXT = "the small red circle to the left of the blue square"
 GIGA = 1e9

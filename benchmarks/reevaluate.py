@@ -16,11 +16,12 @@ from typing import Any
 import torch
 
 from benchmarks import environment, validate
-from benchmarks.errors import UserError
 from benchmarks.saved_model import SavedModel
+from benchmarks.step import autocast_dtype
 from benchmarks.store import DEFAULT_RESULTS, SCHEMA_VERSION, atomic_write_text
 from benchmarks.suites import Suite
-from benchmarks.train import autocast_dtype, evaluate_splits
+from benchmarks.train import evaluate_splits
+from riscore.errors import UserError
 
 COMPARED = ("mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9", "n")
 

@@ -30,12 +30,12 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.build import build_model
 from benchmarks.checkpoint import trained_weights
-from benchmarks.errors import UserError
 from benchmarks.store import ResultStore, RunSpec
 from benchmarks.suites import Suite
 from methods.backbone import BackboneConfig, pretrained_file
 from methods.model import RISModel
 from methods.registry import get_method
+from riscore.errors import UserError
 
 FORMAT = "risbench-model/1"
 CONFIG_FILE = "model.json"

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.errors import UserError
 from benchmarks.suites import Suite
+from riscore.errors import UserError
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "failed", "interrupted")

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from benchmarks.checkpoint import Checkpointer
-from benchmarks.errors import UserError
 from benchmarks.lock import run_lock
 from benchmarks.saved_model import folder_for
 from benchmarks.store import ResultStore, RunSpec
 from benchmarks.suites import Suite
 from methods import get_method, list_methods
+from riscore.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ writes are one function each.
 from __future__ import annotations
 
 import json
-import math
 import random
 import resource
 import sys
@@ -27,17 +26,14 @@ from benchmarks import distributed, environment, interrupts, memory_cap
 from benchmarks.build import build_model
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
-from benchmarks.errors import UserError
 from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
+from benchmarks.profile import profile_run
 from benchmarks.saved_model import save_model
+from benchmarks.step import Diverged, autocast_dtype, lr_factor, make_optimizer, training_step
 from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
 from benchmarks.suites import Suite
-from methods.decoder import segmentation_loss
 from methods.model import RISModel
-
-
-class Diverged(Exception):
-    """The loss became NaN or infinite."""
+from riscore.errors import UserError
 
 
 def seed_everything(seed: int) -> None:
@@ -46,54 +42,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def training_step(model: torch.nn.Module, suite: Suite, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                  tokens: torch.Tensor, masks: torch.Tensor, amp: torch.dtype | None) -> float:
-    """One optimisation step exactly as every run takes it; a NaN/inf loss raises Diverged before the update.
-
-    `model` may be the DistributedDataParallel wrapper: the returned loss is then the mean over processes, so
-    all of them see the same value and a divergence on any one stops every one at the same step.
-    """
-    with torch.autocast(images.device.type, dtype=amp, enabled=amp is not None):
-        loss = segmentation_loss(model(images, tokens).float(), masks)
-    logged = distributed.mean(loss)
-    if not torch.isfinite(logged):
-        raise Diverged(f"loss became {logged.item()}")
-    loss.backward()
-    if suite.grad_clip > 0:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, suite.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return logged.item()
-
-
-def lr_factor(suite: Suite, step: int) -> float:
-    """Multiplier of the base learning rate at `step` (0-based): linear warm-up, then the schedule."""
-    if step < suite.warmup_steps:
-        return (step + 1) / suite.warmup_steps
-    if suite.schedule == "step":
-        return 0.1 if step >= int(suite.lr_drop_at * suite.steps) else 1.0
-    if suite.schedule == "cosine":
-        span = max(1, suite.steps - suite.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * (step - suite.warmup_steps) / span))
-    return 1.0
-
-
-def make_optimizer(suite: Suite, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    kind = torch.optim.AdamW if suite.optimizer == "adamw" else torch.optim.Adam
-    # fused kernels exist for CPU and CUDA and give the same updates as the per-tensor loop, faster
-    return kind(params, lr=lr, weight_decay=suite.weight_decay, fused=True)
-
-
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     """CUDA: peak allocated by tensors. CPU: the process's peak resident set size (ru_maxrss)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_process_peak_rss"
-
-
-def autocast_dtype(suite: Suite, device: torch.device) -> torch.dtype | None:
-    return torch.bfloat16 if device.type == "cuda" and suite.precision == "bf16" else None
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -241,8 +194,6 @@ def evaluate_splits(model: RISModel, suite: Suite, device: torch.device,
 def count_flops(spec: RunSpec) -> dict[str, Any]:
     """The run's GFLOPs (its own models and RNG: it cannot change the run's numbers); a counting problem is
     noted in the record rather than losing a finished run."""
-    from benchmarks.profile import profile_run  # profile builds on this module: import at use
-
     try:
         return profile_run(spec.suite, spec.method, spec.method_config)
     except Exception as exc:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 SEED_MAX = 2**32 - 1  # numpy's seeding (and so seed_everything) takes 0 <= seed < 2**32
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a suite name is one folder under results/

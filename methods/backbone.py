@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import LongTensor, Tensor, nn
 
-from benchmarks.errors import UserError, did_you_mean
 from methods.attention import unfuse_attention
+from riscore.errors import UserError, did_you_mean
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchmarks.errors import UserError
 from methods.attention import UnfusedAttention
 from methods.backbone import Backbone
 from methods.model import RISModel
 from methods.registry import register_method
+from riscore.errors import UserError
 
 INTERACTORS = ("gate", "transformer")
 # ETRIS's released configs: ViT-B/16 uses the gate interactor with 8 heads, RN50/RN101 the transformer

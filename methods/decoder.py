@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.errors import UserError
 from methods.attention import UnfusedAttention
+from riscore.errors import UserError
 
 Scale = Literal["paper", "tiny"]
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.errors import UserError
 from methods.model import RISModel
 from methods.registry import register_method
 from methods.targets import check_selection, select_linears
+from riscore.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from benchmarks.errors import UserError
 from methods.backbone import Backbone
 from methods.model import RISModel
 from methods.registry import register_method
 from methods.targets import WRAPPED
+from riscore.errors import UserError
 
 
 class PromptedBlock(nn.Module):

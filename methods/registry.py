@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.coerce import coerce, field_types
-from benchmarks.errors import UserError
+from riscore.coerce import coerce, field_types
+from riscore.errors import UserError
 
 if TYPE_CHECKING:
     from methods.model import RISModel

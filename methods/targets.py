@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 if TYPE_CHECKING:
     from methods.backbone import Backbone

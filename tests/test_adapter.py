@@ -5,11 +5,11 @@ import pytest
 import torch
 from model_helpers import adapted
 
-from benchmarks.errors import UserError
 from methods import get_method
 from methods.adapter import ParallelAdapter, SerialAdapter
 from methods.backbone import BackboneConfig
 from methods.model import RISModel
+from riscore.errors import UserError
 
 
 def bottleneck_params(width: int, hidden: int) -> int:

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from benchmarks.errors import UserError
 from methods.attention import UnfusedAttention, unfuse_attention
 from methods.backbone import Backbone, BackboneConfig, register_model_configs
+from riscore.errors import UserError
 
 TINY = "risbench-tiny-vit"
 EXPRS = ["the red car on the left", "man", "a small dog sitting next to the tall lamp by the window"]

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.errors import UserError
 from methods import get_method
 from methods.backbone import Backbone, BackboneConfig
 from methods.bridger import (
@@ -24,6 +23,7 @@ from methods.bridger import (
 )
 from methods.decoder import segmentation_loss
 from methods.model import RISModel
+from riscore.errors import UserError
 
 TINY = BackboneConfig(arch="risbench-tiny-vit", pretrained=None, image_size=64, text_len=16)
 EXPRS = ["the small red circle", "the leftmost blue square next to the big green triangle"]

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cli import build_parser, main
-from benchmarks.coerce import field_types
 from benchmarks.suites import Suite
+from riscore.coerce import field_types
 
 SEED = 18
 CASES = 240  # at least 200 in CI; in-process calls take milliseconds each

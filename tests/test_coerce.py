@@ -2,8 +2,8 @@
 
 import pytest
 
-from benchmarks.coerce import coerce
-from benchmarks.errors import UserError
+from riscore.coerce import coerce
+from riscore.errors import UserError
 
 
 @pytest.mark.parametrize("value,annotation,expected", [

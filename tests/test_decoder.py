@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.errors import UserError
 from methods.decoder import DecoderConfig, RISDecoder, segmentation_loss, sine_positions_2d
+from riscore.errors import UserError
 
 SMALL = {"word_dim": 16, "state_dim": 12, "vis_dim": 32, "num_layers": 2, "num_heads": 4, "dim_ffn": 48}
 

@@ -25,11 +25,11 @@ import benchmarks.train as train
 from benchmarks import distributed
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset
-from benchmarks.errors import UserError
 from benchmarks.evaluate import eval_subset, evaluate
 from benchmarks.store import ResultStore, RunSpec, read_record
 from benchmarks.suites import load_suite
 from methods import decoder, get_method
+from riscore.errors import UserError
 
 CPU = torch.device("cpu")
 WORLD = 2

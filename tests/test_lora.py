@@ -7,12 +7,12 @@ import torch
 from model_helpers import adapted
 from torch import nn
 
-from benchmarks.errors import UserError
 from methods import get_method
 from methods.attention import UnfusedAttention
 from methods.backbone import BackboneConfig
 from methods.model import RISModel
 from methods.targets import select_linears
+from riscore.errors import UserError
 
 ALL_ROLES = "q,k,v,out,c_fc,c_proj"
 

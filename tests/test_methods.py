@@ -5,9 +5,9 @@ import pytest
 import torch
 from model_helpers import adapted
 
-from benchmarks.errors import UserError
 from methods import get_method, list_methods
 from methods.decoder import segmentation_loss
+from riscore.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.errors import UserError
 from benchmarks.profile import (
     MemoryJob,
     ProfileOptions,
@@ -26,6 +25,7 @@ from benchmarks.profile import (
 )
 from benchmarks.suites import load_suite
 from methods import get_method, list_methods
+from riscore.errors import UserError
 
 logging.getLogger().setLevel(logging.ERROR)
 

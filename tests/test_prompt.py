@@ -5,9 +5,9 @@ import pytest
 import torch
 from model_helpers import adapted as shared_adapted
 
-from benchmarks.errors import UserError
 from methods import get_method
 from methods.prompt import PromptedBlock, shift_for_context
+from riscore.errors import UserError
 
 SOT, EOT = 49406, 49407  # open_clip's start/end-of-text token ids
 

@@ -7,7 +7,7 @@ from benchmarks.cli import main
 from benchmarks.data import build_dataset, check_dataset
 from benchmarks.data.letterbox import Letterbox
 from benchmarks.data.refcoco import RefCOCODataset
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 SIZE = 32
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks.step as step_module
 import benchmarks.train as train
 from benchmarks.cli import main
 from benchmarks.store import ResultStore, read_record
@@ -40,7 +41,7 @@ def comparable(record: dict) -> tuple:
 def interrupt_at_step(monkeypatch, step: int, *, mid_step: bool) -> None:
     """Deliver SIGTERM to this process during training step `step`: mid-step (after its forward pass drew the
     dropout masks, before the update) or, with mid_step False, just before it starts."""
-    real_loss, real_step, calls = train.segmentation_loss, train.training_step, {"loss": 0, "step": 0}
+    real_loss, real_step, calls = step_module.segmentation_loss, train.training_step, {"loss": 0, "step": 0}
 
     def loss(*args):
         calls["loss"] += 1
@@ -54,7 +55,7 @@ def interrupt_at_step(monkeypatch, step: int, *, mid_step: bool) -> None:
             raise KeyboardInterrupt
         return real_step(*args)
 
-    monkeypatch.setattr(train, "segmentation_loss", loss)
+    monkeypatch.setattr(step_module, "segmentation_loss", loss)
     monkeypatch.setattr(train, "training_step", training_step)
 
 

@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from benchmarks.build import build_base_model, build_model
-from benchmarks.errors import UserError
 from benchmarks.saved_model import CONFIG_FILE, PEFT_DIR, WEIGHTS_FILE, SavedModel, save_model
 from benchmarks.store import RunSpec
 from benchmarks.suites import load_suite
 from methods import get_method, list_methods
+from riscore.errors import UserError
 
 
 def trained_like(method: str, seed: int = 0) -> tuple[RunSpec, torch.nn.Module]:

@@ -24,7 +24,7 @@ from benchmarks.data.shapes import (
     render,
 )
 from benchmarks.data.shapes_grammar import KINDS, Obj, unique_referent
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 SMALL = ShapesConfig(train_size=300, val_size=200, testA_size=200, testB_size=200)
 

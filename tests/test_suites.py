@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from benchmarks.errors import UserError
 from benchmarks.suites import Suite, list_suites, load_suite
+from riscore.errors import UserError
 
 
 @pytest.mark.parametrize("name", list_suites())

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.errors import UserError
 from benchmarks.store import SCHEMA_VERSION, ResultStore, read_record
 from benchmarks.suites import load_suite
 from benchmarks.sweep import Shard, chosen_lr, plan, run_sweep
 from methods import get_method
+from riscore.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = load_suite("smoke").replace({"pretrained": None, "lr_grid": (1e-3, 3e-3), "seeds": (0, 1)})

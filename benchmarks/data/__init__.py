@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.data.registry import get_dataset, register_dataset
-from benchmarks.errors import UserError, did_you_mean
+from riscore.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset

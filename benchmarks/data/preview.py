@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 from torch.utils.data import Dataset
 
-from benchmarks.errors import UserError
 from benchmarks.store import atomic_write_bytes
+from riscore.errors import UserError
 
 _OVERLAY_RGB = (1.0, 0.0, 1.0)  # magenta: absent from the shapes palette, rare in photographs
 

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from benchmarks.data import check_split, refer_split_by
 from benchmarks.data.letterbox import Letterbox
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 IMAGE_DIRS = ("images/train2014", "images/mscoco/images/train2014")
 _GET_DATA = ("Get the refer annotations (refs(*).p + instances.json) from github.com/lichengunc/refer "

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.errors import UserError, did_you_mean
+from riscore.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from benchmarks.data import SHAPES_SPLITS
 from benchmarks.data.letterbox import Letterbox
 from benchmarks.data.shapes_grammar import KINDS, SIZES, Expression, Obj, propose
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 SPLITS = SHAPES_SPLITS  # declared with the other datasets in benchmarks/data
 PALETTE: dict[str, tuple[float, float, float]] = {

@@ -15,10 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.errors import UserError
 from benchmarks.report import ablations, leaderboard, paper, plots
 from benchmarks.report.runs import runs_frame
 from benchmarks.store import PROFILE_DIR, ResultStore, atomic_write_bytes, atomic_write_text
+from riscore.errors import UserError
 
 
 def load_profiles(results: Path) -> list[dict[str, Any]]:

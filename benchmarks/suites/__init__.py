@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import validate
-from benchmarks.coerce import coerce, conform, field_types
 from benchmarks.data import build_dataset, check_dataset, check_dataset_name, check_split
-from benchmarks.errors import UserError, did_you_mean
+from riscore.coerce import coerce, conform, field_types
+from riscore.errors import UserError, did_you_mean
 
 # Keys added after records were first committed, with the value every earlier run had in effect. They only
 # watch a run (evaluation during training on its own random stream, a memory cap that no earlier run hit),

@@ -11,7 +11,7 @@ import types
 import typing
 from typing import Any
 
-from benchmarks.errors import UserError
+from riscore.errors import UserError
 
 NONE_WORDS = ("none", "null")
 

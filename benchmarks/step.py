@@ -1,0 +1,62 @@
+"""One optimisation step and what sets it up (optimizer, schedule, precision), exactly as every run takes it.
+
+Its own module so that training (benchmarks/train.py) and profiling (benchmarks/profile.py), which times
+this very step, both build on it without importing each other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from benchmarks import distributed
+from benchmarks.suites import Suite
+from methods.decoder import segmentation_loss
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+def training_step(model: torch.nn.Module, suite: Suite, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                  tokens: torch.Tensor, masks: torch.Tensor, amp: torch.dtype | None) -> float:
+    """One optimisation step exactly as every run takes it; a NaN/inf loss raises Diverged before the update.
+
+    `model` may be the DistributedDataParallel wrapper: the returned loss is then the mean over processes, so
+    all of them see the same value and a divergence on any one stops every one at the same step.
+    """
+    with torch.autocast(images.device.type, dtype=amp, enabled=amp is not None):
+        loss = segmentation_loss(model(images, tokens).float(), masks)
+    logged = distributed.mean(loss)
+    if not torch.isfinite(logged):
+        raise Diverged(f"loss became {logged.item()}")
+    loss.backward()
+    if suite.grad_clip > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, suite.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return logged.item()
+
+
+def lr_factor(suite: Suite, step: int) -> float:
+    """Multiplier of the base learning rate at `step` (0-based): linear warm-up, then the schedule."""
+    if step < suite.warmup_steps:
+        return (step + 1) / suite.warmup_steps
+    if suite.schedule == "step":
+        return 0.1 if step >= int(suite.lr_drop_at * suite.steps) else 1.0
+    if suite.schedule == "cosine":
+        span = max(1, suite.steps - suite.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * (step - suite.warmup_steps) / span))
+    return 1.0
+
+
+def make_optimizer(suite: Suite, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if suite.optimizer == "adamw" else torch.optim.Adam
+    # fused kernels exist for CPU and CUDA and give the same updates as the per-tensor loop, faster
+    return kind(params, lr=lr, weight_decay=suite.weight_decay, fused=True)
+
+
+def autocast_dtype(suite: Suite, device: torch.device) -> torch.dtype | None:
+    return torch.bfloat16 if device.type == "cuda" and suite.precision == "bf16" else None
