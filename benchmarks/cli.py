@@ -299,6 +299,35 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default: torch's)")
 
 
+def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    """Here, not in benchmarks/profile.py: building the parser must not import fvcore and the FLOP counters."""
+    parser.add_argument("--method", action="append", default=[],
+                        help="method to profile (repeatable; default: every registered method)")
+    parser.add_argument("--suite", default="shapes", help="suite name or TOML path (default: shapes)")
+    parser.add_argument("--backbone", help="open_clip architecture instead of the suite's (random weights)")
+    parser.add_argument("--image-size", type=validate.POSITIVE_INT, help="input size instead of the suite's")
+    parser.add_argument("--text-len", type=validate.POSITIVE_INT, help="token length instead of the suite's")
+    parser.add_argument("--batch-size", type=validate.POSITIVE_INT, help="batch size for memory and timing")
+    parser.add_argument("--sweep-image-size", metavar="N,N,...", help="profile at each of these image sizes")
+    parser.add_argument("--sweep-batch-size", metavar="N,N,...", help="and at each of these batch sizes")
+    parser.add_argument("--warmup", type=validate.POSITIVE_INT, default=2,
+                        help="untimed calls before measuring (default 2)")
+    parser.add_argument("--repeats", type=validate.POSITIVE_INT, default=5,
+                        help="timed rounds; the median is kept (default 5)")
+    add_device_arguments(parser)
+    parser.add_argument("--flops-only", action="store_true", help="no memory or timing")
+    parser.add_argument("--clip-towers", action="store_true",
+                        help="bare CLIP image/text encoder GFLOPs, next to open_clip's table")
+    parser.add_argument("--json", action="store_true", help="print JSON (and nothing else) to stdout")
+    parser.add_argument("--out", help="also write the JSON to this file")
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from benchmarks.profile import cmd_profile
+
+    return cmd_profile(args)
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options every command that trains shares (bench, sweep)."""
     parser.add_argument("--budget", action="append", default=[], metavar="KEY=VALUE",
@@ -358,11 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--no-progress", action="store_true")
     pretrain.set_defaults(handler=cmd_pretrain)
 
-    from benchmarks.profile import add_profile_arguments, cmd_profile
-
     profile = sub.add_parser("profile", help="FLOPs, parameters, peak memory and throughput per method")
     add_profile_arguments(profile)
-    profile.set_defaults(handler=cmd_profile)
+    profile.set_defaults(handler=run_profile)
 
     sweep = sub.add_parser("sweep", help="every method x seeds under a suite, with the equal lr search")
     sweep.add_argument("--suite", default="shapes", help="suite name or TOML path (default: shapes)")

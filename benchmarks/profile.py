@@ -502,31 +502,6 @@ def _int_list(text: str | None, flag: str) -> list[int]:
     return values
 
 
-def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", action="append", default=[],
-                        help="method to profile (repeatable; default: every registered method)")
-    parser.add_argument("--suite", default="shapes", help="suite name or TOML path (default: shapes)")
-    parser.add_argument("--backbone", help="open_clip architecture instead of the suite's (random weights)")
-    parser.add_argument("--image-size", type=validate.POSITIVE_INT, help="input size instead of the suite's")
-    parser.add_argument("--text-len", type=validate.POSITIVE_INT, help="token length instead of the suite's")
-    parser.add_argument("--batch-size", type=validate.POSITIVE_INT, help="batch size for memory and timing")
-    parser.add_argument("--sweep-image-size", metavar="N,N,...", help="profile at each of these image sizes")
-    parser.add_argument("--sweep-batch-size", metavar="N,N,...", help="and at each of these batch sizes")
-    parser.add_argument("--device", type=validate.DEVICE, default="auto",
-                        help="auto, cpu or cuda[:N] for memory and timing")
-    parser.add_argument("--warmup", type=validate.POSITIVE_INT, default=2,
-                        help="untimed calls before measuring (default 2)")
-    parser.add_argument("--repeats", type=validate.POSITIVE_INT, default=5,
-                        help="timed rounds; the median is kept (default 5)")
-    parser.add_argument("--threads", type=validate.NON_NEGATIVE_INT, default=0,
-                        help="torch CPU threads (default: torch's)")
-    parser.add_argument("--flops-only", action="store_true", help="no memory or timing")
-    parser.add_argument("--clip-towers", action="store_true",
-                        help="bare CLIP image/text encoder GFLOPs, next to open_clip's table")
-    parser.add_argument("--json", action="store_true", help="print JSON (and nothing else) to stdout")
-    parser.add_argument("--out", help="also write the JSON to this file")
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
     from benchmarks.environment import describe, resolve_device
     from benchmarks.store import atomic_write_text

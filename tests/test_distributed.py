@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import benchmarks.step as step
 import benchmarks.train as train
 from benchmarks import distributed
 from benchmarks.checkpoint import Checkpointer
@@ -81,15 +82,15 @@ def worker(rank: int, port: int, out: Path) -> None:
     dist.init_process_group("gloo")  # one group for every run: train.run joins it rather than making its own
     try:
         report = {"run": train.run(lora_spec(), ResultStore(out / "run"), device=CPU, progress=False)}
-        real_loss, calls = train.segmentation_loss, itertools.count(1)
+        real_loss, calls = step.segmentation_loss, itertools.count(1)
 
         def poisoned(logits, mask):  # rank 1 alone sees a NaN loss, from the second step on
             loss = real_loss(logits, mask)
             return loss * math.nan if rank == 1 and next(calls) >= 2 else loss
 
-        train.segmentation_loss = poisoned
+        step.segmentation_loss = poisoned
         report["diverged"] = train.run(lora_spec(), ResultStore(out / "diverged"), device=CPU, progress=False)
-        train.segmentation_loss = real_loss
+        step.segmentation_loss = real_loss
 
         checkpoints = Checkpointer(out / "checkpoints", lora_spec().config_hash, code_version="test")
         real_step, steps = train.training_step, itertools.count(1)

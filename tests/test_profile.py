@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.cli import add_profile_arguments
 from benchmarks.profile import (
     MemoryJob,
     ProfileOptions,
-    add_profile_arguments,
     cmd_profile,
     measure_memory_in_subprocess,
     profile,

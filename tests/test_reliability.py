@@ -117,20 +117,18 @@ def test_an_unusable_checkpoint_is_reported_once_and_the_run_restarts(tmp_path, 
 
 def test_an_interrupt_while_flops_are_counted_is_recorded_and_resumes(tmp_path, monkeypatch, capsys):
     """Before, the exit said "recorded in <path>" but no record was written."""
-    import benchmarks.profile as profile
-
-    real = profile.profile_run
+    real = train.profile_run
 
     def interrupted(*args):
         os.kill(os.getpid(), signal.SIGINT)
         return real(*args)
 
-    monkeypatch.setattr(profile, "profile_run", interrupted)
+    monkeypatch.setattr(train, "profile_run", interrupted)
     assert main(bench_args(tmp_path, steps=2)) == 130
     err = capsys.readouterr().err
     [record] = records(tmp_path)
     assert record["run_info"]["status"] == "interrupted" and "recorded in" in err
-    monkeypatch.setattr(profile, "profile_run", real)
+    monkeypatch.setattr(train, "profile_run", real)
     assert main(bench_args(tmp_path, steps=2)) == 0
     assert "resuming lora seed 0 from step 2" in capsys.readouterr().err
     [record] = records(tmp_path)

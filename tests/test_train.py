@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import benchmarks.step as step
 import benchmarks.train as train
 from benchmarks.per_expression import unpack
 from benchmarks.store import ResultStore, RunSpec, read_record
@@ -65,8 +66,8 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 
 def test_nan_loss_ends_as_diverged_with_its_record(tmp_path, monkeypatch):
-    real_loss = train.segmentation_loss
-    monkeypatch.setattr(train, "segmentation_loss", lambda logits, mask: real_loss(logits, mask) * math.nan)
+    real_loss = step.segmentation_loss
+    monkeypatch.setattr(step, "segmentation_loss", lambda logits, mask: real_loss(logits, mask) * math.nan)
     store = ResultStore(tmp_path)
     spec = smoke_spec()
     record = train.run(spec, store, device=CPU, progress=False)
