@@ -16,6 +16,7 @@ from benchmarks import distributed
 from benchmarks.data import collate
 from benchmarks.metrics import IoUMeter, logits_to_masks
 from benchmarks.per_expression import from_meter
+from benchmarks.showcase import ShowcaseKeeper
 from methods.model import RISModel
 
 
@@ -38,11 +39,12 @@ def batch_logits(model: RISModel, images: torch.Tensor, texts: list[str], device
 @torch.no_grad()
 def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: float,
              device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """mIoU, oIoU, Prec@X (percent) and per-kind mIoU over `dataset`, inference throughput, and every
-    expression's counts (`per_expression`, packed)."""
-    meter = IoUMeter()
+    """mIoU, oIoU, Prec@X (percent) and per-kind mIoU over `dataset`, inference throughput, every
+    expression's counts (`per_expression`, packed) and the predicted masks of a few fixed ones (`showcase`)."""
+    meter, keeper = IoUMeter(), ShowcaseKeeper()
     items = item_indices(dataset)
     shard = distributed.shard(len(dataset))
+    shard_items = iter(items[shard.start:shard.stop])
     if len(shard) < len(dataset):
         dataset = Subset(dataset, shard)
     # its own generator: a DataLoader otherwise draws a seed from the global RNG, and an evaluation during
@@ -58,14 +60,16 @@ def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: f
             predictions = logits_to_masks(logits, batch["letterbox"], threshold)
             for pred, target, kind in zip(predictions, batch["orig_mask"], batch["kind"], strict=True):
                 meter.update(pred, target, kind)
+                keeper.offer(next(shard_items), pred, kind)
             seen += logits.shape[0]
     finally:
         model.train(was_training)
-    parts = distributed.gather((meter, seen, time.perf_counter() - started))
+    parts = distributed.gather((meter, seen, time.perf_counter() - started, keeper))
     meter = IoUMeter.merged(part[0] for part in parts)
     seen, elapsed = sum(part[1] for part in parts), max(part[2] for part in parts)
     return {**meter.compute(), "eval_seconds": elapsed, "images_per_second": seen / elapsed if elapsed else None,
-            "per_expression": from_meter(meter, items)}
+            "per_expression": from_meter(meter, items),
+            "showcase": ShowcaseKeeper.merged([part[3] for part in parts]).pack()}
 
 
 def item_indices(dataset: Dataset) -> list[int]:

@@ -87,14 +87,19 @@ def probabilities(model: RISModel, query: Query, device: torch.device,
     return logits_to_probabilities(logits, [query.letterbox])[0]
 
 
-def overlay(picture: np.ndarray, mask: np.ndarray, caption: str) -> Image.Image:
-    """The picture with the mask tinted and outlined, enlarged if small, and the caption underneath."""
+def tint(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3]: the picture with the mask tinted and outlined (predict's overlay, the report's masks)."""
     tinted = picture.astype(np.float32)
     tinted[mask] = (1 - TINT_ALPHA) * tinted[mask] + TINT_ALPHA * TINT_RGB
     interior = mask.copy()
     interior[1:-1, 1:-1] &= mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
     tinted[mask & ~interior] = TINT_RGB
-    image = Image.fromarray(tinted.round().astype(np.uint8))
+    return tinted.round().astype(np.uint8)
+
+
+def overlay(picture: np.ndarray, mask: np.ndarray, caption: str) -> Image.Image:
+    """The picture with the mask tinted and outlined, enlarged if small, and the caption underneath."""
+    image = Image.fromarray(tint(picture, mask))
     scale = max(1, math.ceil(MIN_SIDE / min(image.size)))
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     lines = textwrap.wrap(caption, width=max(20, image.width // 7))

@@ -172,7 +172,7 @@ class SavedModel:
             raise UserError(f"--model {path}: {CONFIG_FILE} is not a {FORMAT} config")
         try:
             resolved = config["config"]
-            suite = Suite(**{k: tuple(v) if isinstance(v, list) else v for k, v in resolved["suite"].items()})
+            suite = Suite.from_dict(resolved["suite"])
             method = get_method(resolved["method"])
             spec = RunSpec(suite=suite, method=method.name, method_config=method.make_config(resolved["method_config"]),
                            lr=resolved["lr"], seed=config["seed"], off_budget=config.get("off_budget", False))

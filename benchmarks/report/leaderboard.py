@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.report import anytime, plots
+from benchmarks.report import anytime, plots, qualitative
 from benchmarks.report.markdown import Column, table
 from benchmarks.report.runs import (
     COST_COLUMNS,
@@ -181,6 +181,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         heat.columns = kinds
         figures["per_kind.png"] = plots.kind_heatmap(heat, f"{search} mIoU by expression kind (mean over seeds)")
     lines += ["## Plots", ""]
+    masks = qualitative.section(runs, list(rows["method"]), suite, search, figures)
     captions = {"accuracy_vs_cost.png": "Methods ranked by accuracy, then accuracy against the parameters a method "
                 "adds to CLIP (the paper's measure; full fine-tuning and the frozen floor add none and sit at 0) and "
                 "peak memory; error bars are 95% intervals, the dashed line the Pareto front, dotted lines the "
@@ -188,9 +189,13 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
                 "anytime.png": "Evaluation mIoU during training against cumulative training FLOPs and training "
                 "time: mean over seeds, band ± one standard deviation.",
                 "training_curves.png": "Training loss: mean over seeds, band ± one standard deviation.",
-                "per_kind.png": "mIoU per expression kind: which kinds of language each method handles."}
+                "per_kind.png": "mIoU per expression kind: which kinds of language each method handles.",
+                "qualitative.png": "Predicted masks of the same expressions, methods in leaderboard order. "
+                + " ".join(masks)}
     for name in sorted(figures, key=list(captions).index):
         lines += [f"![{name}]({name})", "", captions[name], ""]
+    if "qualitative.png" not in figures:
+        lines += masks
     return "\n".join(lines), figures
 
 

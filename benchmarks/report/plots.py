@@ -22,7 +22,7 @@ from matplotlib.ticker import ScalarFormatter  # noqa: E402
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "p", "h", "*")
 
 
-def _png(figure: plt.Figure) -> bytes:
+def png_bytes(figure: plt.Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
@@ -34,7 +34,7 @@ def _png_with_legend(figure: plt.Figure, ax: plt.Axes) -> bytes:
     handles, labels = ax.get_legend_handles_labels()
     figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     figure.tight_layout()
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _style(methods: Sequence[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
@@ -182,7 +182,7 @@ def kind_heatmap(table: pd.DataFrame, title: str) -> bytes:
     ax.tick_params(axis="x", rotation=0)
     ax.tick_params(axis="y", rotation=0)
     figure.tight_layout()
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def scaling_curves(rows: pd.DataFrame, x: str, x_title: str, panels: Sequence[tuple[str, str]]) -> bytes:

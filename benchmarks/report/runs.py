@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks import showcase
 from benchmarks.per_expression import PerExpression, unpack
 from benchmarks.store import STATUSES
 from benchmarks.suites import identity_of
@@ -92,6 +93,7 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     for split, metrics in record["results"].items():
         row.update({f"{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
         row[f"{split}/per_expression"] = _per_expression(path, split, metrics)
+        row[f"{split}/showcase"] = _showcase(path, split, metrics)
         row.update({f"{split}/kind/{kind}": v for kind, v in metrics.get("per_kind", {}).items()})
         row[f"{split}/eval_seconds"] = metrics.get("eval_seconds")
     for split, baselines in record.get("baselines", {}).items():
@@ -108,6 +110,17 @@ def _per_expression(path: Path, split: str, metrics: dict[str, Any]) -> PerExpre
         return unpack(metrics["per_expression"])
     except ValueError as exc:
         warnings.warn(f"{path}: {split} per-expression data ignored: {exc}", stacklevel=2)
+        return None
+
+
+def _showcase(path: Path, split: str, metrics: dict[str, Any]) -> showcase.Showcase | None:
+    """The split's kept predicted masks; None for records made before they were kept, or unreadable ones."""
+    if "showcase" not in metrics:
+        return None
+    try:
+        return showcase.unpack(metrics["showcase"])
+    except ValueError as exc:
+        warnings.warn(f"{path}: {split} kept masks ignored: {exc}", stacklevel=2)
         return None
 
 

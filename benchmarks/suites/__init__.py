@@ -169,6 +169,11 @@ class Suite:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Suite:
+        """The suite a record or saved model stores (`to_dict` through JSON: lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
     def identity(self) -> dict[str, Any]:
         """The settings that identify a run (see `identity_of`)."""
         return identity_of(self.to_dict())

@@ -1,0 +1,118 @@
+"""The qualitative figure of a leaderboard: the same expressions segmented by every method, side by side.
+
+Rows are chosen by rule from the masks every shown run kept (benchmarks/showcase.py): the first kept expression
+of each kind, then those where the methods' IoUs spread the most, up to `ROWS`. Columns: the image with its
+expression, the ground truth, then each method's mask (its first suite seed, at the chosen learning rate) with
+its IoU. Images come from the suite's dataset, rebuilt from the record's settings (shapes: rendered again).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.report.plots import plt, png_bytes
+from benchmarks.showcase import Showcase
+
+ROWS = 12
+
+
+@dataclass(frozen=True)
+class Row:
+    index: int
+    kind: str
+    why: str  # "kind" (first of its kind) or "spread" (methods disagree)
+
+
+def iou(prediction: np.ndarray, target: np.ndarray) -> float:
+    """As IoUMeter scores it: 1 when both are empty."""
+    union = int((prediction | target).sum())
+    return 1.0 if union == 0 else int((prediction & target).sum()) / union
+
+
+def shown_runs(runs: pd.DataFrame, methods: list[str], split: str) -> dict[str, Showcase]:
+    """Method -> the kept masks of its default-config ok run of the first suite seed (methods in `methods` order;
+    methods whose run kept none are left out)."""
+    column = f"{split}/showcase"
+    if column not in runs:
+        return {}
+    ok = runs[(runs["status"] == "ok") & (runs["variant"] == "default") & (runs["seed"] == runs["first_seed"])]
+    shown = {}
+    for method in methods:
+        kept = [s for s in ok.loc[ok["method"] == method, column] if isinstance(s, Showcase)]
+        if kept:
+            shown[method] = kept[0]
+    return shown
+
+
+def choose_rows(shown: dict[str, Showcase], targets: dict[int, np.ndarray], rows: int = ROWS) -> list[Row]:
+    """The first common expression of each kind, then the common ones with the largest max - min IoU across
+    methods (ties: lower index first), `rows` in all."""
+    common = sorted(set.intersection(*(set(s.masks) for s in shown.values())) & set(targets))
+    kinds = next(iter(shown.values())).kinds
+    chosen: list[Row] = []
+    for kind in sorted({kinds[i] for i in common}):
+        chosen.append(Row(next(i for i in common if kinds[i] == kind), kind, "kind"))
+    spread = {i: np.ptp([iou(s.masks[i], targets[i]) for s in shown.values()]) for i in common}
+    taken = {r.index for r in chosen}
+    for index in sorted((i for i in common if i not in taken), key=lambda i: (-spread[i], i)):
+        chosen.append(Row(index, kinds[index], "spread"))
+    return chosen[:rows]
+
+
+def figure(shown: dict[str, Showcase], rows: list[Row], pictures: dict[int, tuple[np.ndarray, str, np.ndarray]]
+           ) -> bytes:
+    """PNG: one row per chosen expression; `pictures[index]` = (uint8 image, expression, ground-truth mask)."""
+    from benchmarks.predict import tint
+
+    columns = ["image", "ground truth", *shown]
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.25 * len(columns), 1.45 * len(rows)),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        picture, text, target = pictures[row.index]
+        cells = [(picture, textwrap.fill(text, 24)), (tint(picture, target), f"{row.kind} #{row.index}")]
+        cells += [(tint(picture, s.masks[row.index]), f"IoU {100 * iou(s.masks[row.index], target):.0f}")
+                  for s in shown.values()]
+        for c, (image, caption) in enumerate(cells):
+            ax = axes[r, c]
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(caption, fontsize=6)
+            if r == 0:
+                ax.set_title(columns[c], fontsize=7)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def section(runs: pd.DataFrame, methods: list[str], suite: dict[str, Any], split: str,
+            figures: dict[str, bytes]) -> list[str]:
+    """The page's lines about the figure (and the figure into `figures`); why there is none when there is none."""
+    from benchmarks.predict import query_from_dataset
+    from benchmarks.suites import Suite
+    from riscore.errors import UserError
+
+    shown = shown_runs(runs, methods, split)
+    if not shown:
+        return [f"No qualitative figure: no record of this suite keeps predicted masks on {split} (records made "
+                "before masks were kept, benchmarks/showcase.py); re-running the sweep adds them.", ""]
+    indices = sorted(set.intersection(*(set(s.masks) for s in shown.values())))
+    try:
+        queries = {i: query_from_dataset(Suite.from_dict(suite), split, i) for i in indices}
+    except UserError as exc:  # e.g. RefCOCO images not on this machine
+        return [f"No qualitative figure: the images are not available here ({exc}).", ""]
+    pictures = {i: (q.picture, q.text, q.target.numpy()) for i, q in queries.items()}
+    rows = choose_rows(shown, {i: p[2] for i, p in pictures.items()})
+    figures["qualitative.png"] = figure(shown, rows, pictures)
+    missing = sorted(set(methods) - set(shown))
+    lines = [f"Rows: the first of each expression kind among the {len(indices)} {split} expressions whose masks "
+             f"every shown run kept, then those where the methods' IoUs differ most. Each method's run of seed "
+             f"{int(runs['first_seed'].iloc[0])} at its chosen learning rate; masks as scored (threshold "
+             f"{suite['threshold']:g}, original resolution)."]
+    if missing:
+        lines[-1] += f" Not shown (no kept masks): {', '.join(missing)}."
+    return [*lines, ""]

@@ -1,0 +1,116 @@
+"""Kept predicted masks: exact round trip, the fixed choice of items, agreement with the scores, the figure."""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_report import SUITE, make_record, write
+
+from benchmarks.data import build_dataset
+from benchmarks.evaluate import eval_subset, evaluate
+from benchmarks.per_expression import unpack as unpack_scores
+from benchmarks.report import build
+from benchmarks.report.qualitative import choose_rows, iou
+from benchmarks.showcase import PER_KIND, Showcase, ShowcaseKeeper, pack, unpack
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_masks_round_trip_exactly_whatever_their_shape(seed):
+    rng = np.random.default_rng(seed)
+    masks = {int(i): rng.random((int(rng.integers(1, 70)), int(rng.integers(1, 70)))) < rng.random()
+             for i in rng.choice(1000, size=int(rng.integers(0, 6)), replace=False)}
+    kinds = {i: random.Random(i).choice(["spatial", "colour", ""]) for i in masks}
+    back = unpack(json.loads(json.dumps(pack(masks, kinds))))
+    assert back.kinds == kinds and set(back.masks) == set(masks)
+    for i, mask in masks.items():
+        assert back.masks[i].dtype == bool and np.array_equal(back.masks[i], mask)
+
+
+@pytest.mark.parametrize("bad", [{}, {"encoding": "rle"}, {"encoding": "packbits+zlib+base64", "items": [{}]},
+                                 {"encoding": "packbits+zlib+base64",
+                                  "items": [{"index": 0, "kind": "", "shape": [9, 9], "bits": "!!"}]}])
+def test_garbled_masks_are_a_value_error(bad):
+    with pytest.raises(ValueError):
+        unpack(bad)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_keeper_keeps_the_first_of_each_kind_and_shards_merge_to_the_same(seed):
+    rng = random.Random(seed)
+    kinds = [rng.choice("abc") for _ in range(40)]
+    masks = {i: torch.rand(5, 7) > 0.5 for i in range(40)}
+    whole = ShowcaseKeeper()
+    for i, kind in enumerate(kinds):
+        whole.offer(i, masks[i], kind)
+    expected = sorted(i for i, k in enumerate(kinds) if kinds[:i + 1].count(k) <= PER_KIND)
+    assert sorted(whole.masks) == expected
+    cuts = sorted(rng.sample(range(1, 40), 2))
+    shards = []
+    for start, stop in zip([0, *cuts], [*cuts, 40], strict=True):
+        keeper = ShowcaseKeeper()
+        for i in range(start, stop):
+            keeper.offer(i, masks[i], kinds[i])
+        shards.append(keeper)
+    merged = ShowcaseKeeper.merged(shards)
+    assert merged.pack() == whole.pack()
+
+
+def test_evaluation_keeps_the_masks_it_scored(tiny):
+    """The kept masks are those scored: their IoU against the targets is each expression's recorded IoU."""
+    dataset = eval_subset(build_dataset("shapes", "val", 64), 30)
+    scored = evaluate(tiny, dataset, batch_size=8, threshold=0.35, device=torch.device("cpu"))
+    kept = unpack(scored["showcase"])
+    kinds = [dataset[i]["kind"] for i in range(30)]
+    assert sorted(kept.masks) == sorted(i for i in range(30) if kinds[:i + 1].count(kinds[i]) <= PER_KIND)
+    per_expression = unpack_scores(scored["per_expression"])
+    recorded = dict(zip(per_expression.index.tolist(), per_expression.iou.tolist(), strict=True))
+    for index, mask in kept.masks.items():
+        target = dataset[index]["orig_mask"].numpy()
+        assert mask.shape == target.shape and iou(mask, target) == pytest.approx(recorded[index], abs=1e-12)
+
+
+def test_rows_are_one_per_kind_then_the_largest_disagreement():
+    target = {i: np.eye(4, dtype=bool) for i in range(6)}
+    kinds = {0: "a", 1: "b", 2: "a", 3: "b", 4: "a", 5: "b"}
+    right, wrong = np.eye(4, dtype=bool), np.zeros((4, 4), dtype=bool)
+    # methods agree on 0, 1, 3 (both right) and disagree fully on 4, partly on 2, 5
+    half = np.diag([True, True, False, False])
+    one = Showcase({0: right, 1: right, 2: right, 3: right, 4: right, 5: right}, kinds)
+    two = Showcase({0: right, 1: right, 2: half, 3: right, 4: wrong, 5: half}, kinds)
+    rows = choose_rows({"one": one, "two": two}, target, rows=4)
+    assert [(r.index, r.why) for r in rows] == [(0, "kind"), (1, "kind"), (4, "spread"), (2, "spread")]
+
+
+def _kept_masks_record(method: str, quality: str) -> dict:
+    """A report fixture record whose val masks are the ground truth ('right') or empty ('empty')."""
+    record = make_record(method, seed=0, lr=1e-3, miou=40.0)
+    dataset = build_dataset(SUITE.dataset, "val", SUITE.image_size, SUITE.dataset_options)
+    items = {i: dataset[i] for i in range(10)}
+    masks = {i: item["orig_mask"].numpy() if quality == "right" else np.zeros_like(item["orig_mask"].numpy())
+             for i, item in items.items()}
+    record["results"]["val"]["showcase"] = pack(masks, {i: item["kind"] for i, item in items.items()})
+    return record
+
+
+def test_leaderboard_shows_the_masks_of_every_method_that_kept_them(tmp_path: Path):
+    root = tmp_path / "results"
+    write(root, _kept_masks_record("full", "right"), "a")
+    write(root, _kept_masks_record("frozen", "empty"), "a")
+    write(root, make_record("lora", seed=0, lr=1e-3, miou=10.0), "a")  # an older record: no masks
+    files = build(root)
+    page = files[Path("fixture/leaderboard.md")]
+    assert files[Path("fixture/qualitative.png")].startswith(b"\x89PNG")
+    assert "![qualitative.png](qualitative.png)" in page and "Not shown (no kept masks): lora." in page
+    assert "among the 10 val expressions" in page
+
+
+def test_leaderboard_says_why_there_is_no_figure_for_records_without_masks(tmp_path: Path):
+    root = tmp_path / "results"
+    write(root, make_record("full", seed=0, lr=1e-3, miou=40.0), "a")
+    files = build(root)
+    assert Path("fixture/qualitative.png") not in files
+    page = files[Path("fixture/leaderboard.md")]
+    assert "No qualitative figure: no record of this suite keeps predicted masks" in page
