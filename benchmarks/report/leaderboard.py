@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.report import anytime, plots, qualitative
+from benchmarks.report import anytime, headline, plots, qualitative
 from benchmarks.report.markdown import Column, table
 from benchmarks.report.runs import (
     COST_COLUMNS,
@@ -95,16 +95,18 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     splits = splits_of(runs, suite)
     rows = board(runs, splits)
     search = suite["lr_search_split"]
-    lines = [f"# Leaderboard: `{suite_name}`", "", suite.get("description", ""), "",
-             f"Budget: {_budget_line(suite)}", ""]
-    lines += _provenance(budget[~budget["off_budget"]], runs_all)
+    lines = [f"# Leaderboard: `{suite_name}`", "", suite.get("description", ""), ""]
     figures: dict[str, bytes] = {}
     if rows.empty:
-        lines += ["", "No run records for this suite yet.", ""]
+        lines += [f"Budget: {_budget_line(suite)}", "", *_provenance(budget[~budget["off_budget"]], runs_all),
+                  "", "No run records for this suite yet.", ""]
         return "\n".join(lines), figures
     defaults = runs[runs["variant"] == "default"]
     stats = [split_stats(dict(tuple(defaults.groupby("method"))), split) for split in splits]
     rows = annotate(rows, "method", stats)
+    opening = headline.sentences(next(one for one in stats if one.split == search)) if search in splits else []
+    lines += [" ".join(opening), ""] if opening else []
+    lines += [f"Budget: {_budget_line(suite)}", "", *_provenance(budget[~budget["off_budget"]], runs_all)]
     lines += ["", f"mIoU: mean over seeds at the chosen learning rate [95% confidence interval]. `rank`: tie groups "
               f"on {search} mIoU: the best method and every method whose paired difference to it has an interval "
               f"covering 0 share rank 1, and so on down. Bold: significantly best, i.e. alone in the first tie "
