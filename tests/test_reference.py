@@ -78,6 +78,7 @@ def test_same_environment_different_metrics_is_reported_as_not_reproducible():
     ({"threads": 8}, "threads 8 (reference: 2)"),  # the field wins over the legacy device name
     ({"device": "cpu (x86_64, 4 threads)"}, "threads 4 (reference: 2)"),
     ({"device": "cpu (arm64, 2 threads)"}, "device cpu (arm64) (reference: cpu (x86_64))"),
+    ({"device": "cpu (AMD EPYC, AVX2, 2 threads)"}, "device cpu (AMD EPYC, AVX2) (reference: cpu (x86_64))"),
     ({"device": "NVIDIA H100", "device_type": "cuda", "threads": 2}, "device NVIDIA H100 (reference: cpu (x86_64))"),
     ({"git_sha": "fedcba9876543210"}, "code fedcba98 (reference: 01234567)"),
     ({"git_dirty": True}, "code 01234567 with local changes (reference: 01234567)"),
@@ -183,3 +184,15 @@ def test_preview_default_is_git_ignored(tmp_path, monkeypatch):
     monkeypatch.setattr("benchmarks.data.preview.save_preview", lambda dataset, n, out: written.append(out))
     assert cli.main(["data", "preview", "-n", "1"]) == 0
     assert written == [REPO / "runs" / "preview.png"] and _ignored(written[0])
+
+
+def test_a_cpu_run_records_the_cpu_and_the_vector_instructions_torch_uses():
+    """Two CPUs differ 3x in speed (AVX2 against AVX512) and may differ in float results: records say which."""
+    import torch
+
+    from benchmarks.environment import cpu_model, device_name
+
+    name = device_name(torch.device("cpu"))
+    assert name == (f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, "
+                    f"{torch.get_num_threads()} threads)")
+    assert Environment.of({"meta_info": {"device": name}}).threads == str(torch.get_num_threads())
