@@ -162,3 +162,34 @@ def test_dry_run_lists_every_run_of_the_sweep_once_with_its_status(tmp_path, cap
     assert [line.split(" -> ")[0] for line in to_run] == ["  to run: frozen lr=0.003 seed=1",
                                                           "  to run: lora lr=0.001 seed=1"]
     assert counts == {"skipped": 4, "to run": 2, "waiting": 0}
+
+
+TIMINGS = ("eval_seconds", "images_per_second")
+
+
+def _metrics(record):
+    """Everything of a record that the computation decides (not timings, dates or the machine)."""
+    train = record["train_info"]
+    results = {split: {k: v for k, v in scores.items() if k not in TIMINGS}
+               for split, scores in record["results"].items()}
+    return {"run": {k: record["run_info"][k] for k in ("config_hash", "lr", "seed", "status", "error")},
+            "results": results, "baselines": record["baselines"], "curve": train["curve"],
+            "final_loss": train["final_loss"], "anytime": [(p["step"], p["mIoU"]) for p in train["anytime"]],
+            "threads": record["meta_info"]["threads"]}
+
+
+def test_two_workers_write_the_records_of_the_same_runs_made_one_after_another(tmp_path, capsys):
+    """issue 20: `--jobs 2` (1 thread each) against the same sweep in this process with 1 thread."""
+    suite = SUITE.replace({"steps": 3, "eval_limit": 4, "eval_every": 2})
+    records = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        counts = run_sweep(suite, methods=["lora"], store=ResultStore(out), device=torch.device("cpu"),
+                           checkpoint_root=tmp_path / f"ckpt{jobs}", jobs=jobs, threads=1)
+        assert counts == {"skipped": 0, "ok": 3, "not ok": 0, "waiting": 0}  # 2 search rates + 1 more seed
+        records[jobs] = {p.relative_to(out): _metrics(read_record(p)) for p in out.rglob("*.json")}
+        finished = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("[search", "[seeds"))]
+        assert len(finished) == 3 and all(": ok, val mIoU " in line for line in finished)
+    assert len(records[1]) == 3 and records[1].keys() == records[2].keys()
+    for path, serial in records[1].items():
+        assert serial["threads"] == 1 and serial == records[2][path], path
