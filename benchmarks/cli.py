@@ -116,8 +116,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads = args.threads or cpu.bench_threads(torch.get_num_threads())
         if threads:
             torch.set_num_threads(threads)
-        if speaks:
-            warn_if_loaded()
+        # the load now, said after the run (before it, the line would precede any error the run finds)
+        loaded = cpu.busy_warning(cpu.cores(), cpu.load_average())
         try:
             record = run(spec, store, device=device, progress=not args.no_progress, checkpoints=checkpoints,
                          checkpoint_every=args.checkpoint_every, workers=args.workers, model_dir=model_dir)
@@ -130,6 +130,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if speaks:
         print_summary(record)
         print_reference(record, Path(args.reference), path)
+        if loaded:
+            print(loaded, file=sys.stderr)
         print(f"record: {path}")
         if model_dir is not None and record["run_info"]["status"] == "ok":
             print(f"model: {model_dir}")
@@ -145,15 +147,6 @@ def print_reference(record: dict, reference: Path, own_path: Path) -> None:
         shown = shown.relative_to(Path.cwd())
     print("\n".join(compare(record, reference_records(reference, record, own_path), where=f"{shown}/",
                              rates=seeds_by_rate(reference, record, own_path))))
-
-
-def warn_if_loaded() -> None:
-    """One line on stderr when the machine is already loaded: the timings recorded now are not comparable."""
-    from benchmarks import cpu
-
-    warning = cpu.busy_warning(cpu.cores(), cpu.load_average())
-    if warning:
-        print(warning, file=sys.stderr)
 
 
 def check_run_paths(args: argparse.Namespace) -> None:
@@ -182,8 +175,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         validate.seed(seed, "--seeds: each seed")
     device = resolve_device(args.device)
     jobs, threads = cpu.sweep_workers(args.jobs, args.threads, device.type == "cuda", cpu.cores())
-    if not args.dry_run:
-        warn_if_loaded()
     try:
         counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
                            store=ResultStore(args.out), device=device,

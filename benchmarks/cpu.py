@@ -15,6 +15,7 @@ single-thread worker per core: on 2 cores, 2 processes x 1 thread trained 1.43x 
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -55,10 +56,11 @@ def running_now(samples: int = 9, interval: float = 0.02) -> float | None:
 
 
 def free_cores(cores: int, busy: float | None) -> int:
-    """The cores left by `busy` runnable threads, to the nearest whole core, between 1 and `cores`."""
+    """The cores left by `busy` runnable threads (to the nearest whole thread, a half counting as busy), between
+    1 and `cores`."""
     if busy is None:
         return cores
-    return max(1, min(cores, int(cores - busy + 0.5)))
+    return max(1, min(cores, cores - math.floor(busy + 0.5)))
 
 
 def bench_threads(torch_default: int) -> int | None:
@@ -70,11 +72,12 @@ def bench_threads(torch_default: int) -> int | None:
 
 
 def busy_warning(cores: int, load: float | None) -> str | None:
-    """One line for stderr when the machine is already loaded (1-minute load average above the cores)."""
+    """One line for stderr when the machine is already loaded as training starts (1-minute load average above
+    the cores)."""
     if load is None or load <= cores:
         return None
-    return (f"warning: the machine is already loaded (1-minute load average {load:.1f} on {cores} cores): "
-            "timings recorded now are not comparable with those of an idle machine")
+    return (f"warning: the machine was already loaded when training started (1-minute load average {load:.1f} "
+            f"on {cores} cores): the recorded timings are not comparable with those of an idle machine")
 
 
 def sweep_workers(jobs: int | str, threads: int, cuda: bool, cores: int) -> tuple[int, int | None]:

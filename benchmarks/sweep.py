@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import cpu
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.lock import run_lock
 from benchmarks.saved_model import folder_for
@@ -174,6 +175,7 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
     counts = {"skipped": 0, "to run": 0} if dry_run else {"skipped": 0, "ok": 0, "not ok": 0}
     if threads:
         torch.set_num_threads(threads)  # for the runs made in this process
+    loaded = cpu.busy_warning(cpu.cores(), cpu.load_average())  # said once, when the first run starts
     setup = RunSetup(store, device, checkpoint_root, checkpoint_every, models_root, progress and jobs == 1,
                      off_budget, shard)
 
@@ -189,6 +191,10 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
                 print(f"{status:>8}: {job.method} lr={job.lr:g} seed={job.seed} -> {path}", file=sys.stderr)
             elif not finished:
                 todo.append(job)
+        nonlocal loaded
+        if todo and loaded:
+            print(loaded, file=sys.stderr)
+            loaded = None
         for k, (job, outcome) in enumerate(pool.run(functools.partial(run_job, setup=setup), todo), 1):
             if isinstance(outcome, WorkerDied):
                 outcome = Outcome("not ok", "no record", f"its worker process ended with exit code "
