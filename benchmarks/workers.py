@@ -11,8 +11,8 @@ second one must not cut short the checkpoint and record that the first one is wr
 gets SIGTERM when the parent dies (even by SIGKILL), so no run outlives its sweep unrecorded.
 
 Workers are spawned (forking a process whose torch has started threads is unsafe), so each imports torch once,
-then serves jobs until told to stop. When at most one job is to run and no worker exists yet, the job runs in
-this process instead: a worker would only add its start-up.
+then serves jobs until told to stop. A pool of one, or one job while no worker exists yet, runs in this
+process instead: a worker would only add its start-up.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class Pool:
         failure in one worker interrupts the others, waits for them to record where they stand, and raises.
         `fn` must be picklable (a module-level function, or a functools.partial of one)."""
         pending = deque(items)
-        if len(pending) <= 1 and not (self._idle or self._busy):
+        if (self.size == 1 or len(pending) <= 1) and not (self._idle or self._busy):
             yield from ((item, fn(item)) for item in pending)
             return
         try:

@@ -32,7 +32,8 @@ def job(item: tuple[str, str]) -> object:
     if kind.startswith("together"):  # returns only once every job of the test has started: they run at once
         for other in ("together-1", "together-2"):
             wait_for(folder / f"started-{other}")
-    if kind == "die":
+    if kind.startswith("die"):
+        wait_for(folder / ("started-die-too" if kind == "die" else "started-die"))  # both workers busy
         os.kill(os.getpid(), signal.SIGKILL)
     if kind in ("bad", "signal-parent"):
         wait_for(folder / "started-slow")
@@ -68,13 +69,16 @@ def test_workers_run_jobs_at_once_in_their_own_processes_with_the_given_threads(
     assert all(gone(pid) for pid in pids)  # leaving the pool ends its workers
     with Pool(2, threads=2) as pool:  # one job and no worker yet: it runs here
         assert list(pool.run(job, [("here", str(tmp_path))])) == [(("here", str(tmp_path)), (os.getpid(), 1))]
+    with Pool(1, threads=1) as pool:  # and so do all jobs of a pool of one
+        assert {pid for _, (pid, _) in pool.run(job, [(f"one-{k}", str(tmp_path)) for k in range(2)])} == {os.getpid()}
 
 
-def test_a_dead_worker_is_reported_and_replaced(tmp_path):
-    with Pool(1, threads=1) as pool:
-        done = dict(pool.run(job, [(kind, str(tmp_path)) for kind in ("die", "after")]))
-    assert done[("die", str(tmp_path))] == WorkerDied(-signal.SIGKILL)
-    assert done[("after", str(tmp_path))][0] != int((tmp_path / "started-die").read_text())
+def test_dead_workers_are_reported_and_replaced(tmp_path):
+    with Pool(2, threads=1) as pool:
+        done = dict(pool.run(job, [(kind, str(tmp_path)) for kind in ("die", "die-too", "after")]))
+    assert done[("die", str(tmp_path))] == done[("die-too", str(tmp_path))] == WorkerDied(-signal.SIGKILL)
+    dead = {int((tmp_path / f"started-{kind}").read_text()) for kind in ("die", "die-too")}
+    assert len(dead) == 2 and done[("after", str(tmp_path))][0] not in dead | {os.getpid()}
 
 
 def test_bad_input_in_one_job_interrupts_the_others_then_is_raised(tmp_path):
