@@ -84,7 +84,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("bench needs --method NAME (see --list-methods)")
     import torch
 
-    from benchmarks import distributed
+    from benchmarks import cpu, distributed
     from benchmarks.checkpoint import Checkpointer
     from benchmarks.environment import resolve_device
     from benchmarks.lock import run_lock
@@ -113,8 +113,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 print_summary(finished)
                 print_reference(finished, Path(args.reference), path)
             return 0
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        threads = args.threads or cpu.bench_threads(torch.get_num_threads())
+        if threads:
+            torch.set_num_threads(threads)
+        # the load now, said after the run (before it, the line would precede any error the run finds)
+        loaded = cpu.busy_warning(cpu.cores(), cpu.load_average())
         try:
             record = run(spec, store, device=device, progress=not args.no_progress, checkpoints=checkpoints,
                          checkpoint_every=args.checkpoint_every, workers=args.workers, model_dir=model_dir)
@@ -127,6 +130,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if speaks:
         print_summary(record)
         print_reference(record, Path(args.reference), path)
+        if loaded:
+            print(loaded, file=sys.stderr)
         print(f"record: {path}")
         if model_dir is not None and record["run_info"]["status"] == "ok":
             print(f"model: {model_dir}")
@@ -153,8 +158,7 @@ def check_run_paths(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import torch
-
+    from benchmarks import cpu
     from benchmarks.environment import resolve_device
     from benchmarks.store import ResultStore
     from benchmarks.sweep import Shard, run_sweep
@@ -169,15 +173,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
     for seed in seeds or ():
         validate.seed(seed, "--seeds: each seed")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    jobs, threads = cpu.sweep_workers(args.jobs, args.threads, device.type == "cuda", cpu.cores())
     try:
         counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
-                           store=ResultStore(args.out), device=resolve_device(args.device),
+                           store=ResultStore(args.out), device=device,
                            checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
                            models_root=models_root(args) if args.save_model else None,
                            progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
-                           options=_key_values(args.set, "--set"))
+                           options=_key_values(args.set, "--set"), jobs=jobs, threads=threads)
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130
@@ -397,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     sweep.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i (default 0/1)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs left to do, run nothing")
+    sweep.add_argument("--jobs", type=validate.JOBS, default="auto",
+                       help="runs at once, each in a worker process with --threads threads (default: cores // "
+                            "jobs); auto: one per core on CPU, 1 on CUDA (default: auto)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="method option for an ablation point (needs exactly one --method)")
     _add_run_arguments(sweep)

@@ -18,11 +18,17 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _state = {"deferring": False, "pending": False}
 
 
-def _handler(signum, frame) -> None:
+def request() -> None:
+    """Interrupt now (KeyboardInterrupt), or at the end of the current `whole_step`: what a signal does; sweep
+    workers call it themselves (benchmarks/workers.py)."""
     if _state["deferring"]:
         _state["pending"] = True
         return
     raise KeyboardInterrupt
+
+
+def _handler(signum, frame) -> None:
+    request()
 
 
 @contextmanager
@@ -52,3 +58,18 @@ def whole_step() -> Iterator[None]:
     if _state["pending"]:
         _state["pending"] = False
         raise KeyboardInterrupt
+
+
+@contextmanager
+def ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM are dropped for the duration (in the main thread; elsewhere signals never land):
+    for waiting on processes that are already stopping, where an interrupt could only lose track of them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -5,12 +5,14 @@ has the best mIoU on `lr_search_split` is that method's rate (recomputed from th
 a pure function of results/). Phase 2 runs the remaining seeds at that rate. Finished runs are skipped
 (resumable); `--shard i/n` gives shard i every n-th job of a phase so processes or a Slurm array can split
 a sweep without ever writing the same record. A method whose phase 1 is not complete yet (another shard
-still running it) is left for the next invocation, which picks up where things stand.
+still running it) is left for the next invocation, which picks up where things stand. `jobs` > 1 runs that
+many jobs of a phase at once in worker processes (benchmarks/workers.py); phase 2 starts when phase 1 ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 from collections.abc import Sequence
@@ -20,11 +22,13 @@ from typing import Any
 
 import torch
 
+from benchmarks import cpu
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.lock import run_lock
 from benchmarks.saved_model import folder_for
 from benchmarks.store import ResultStore, RunSpec
 from benchmarks.suites import Suite
+from benchmarks.workers import Pool, WorkerDied
 from methods import get_method, list_methods
 from riscore.errors import UserError
 
@@ -98,26 +102,86 @@ def plan(store: ResultStore, suite: Suite, methods: Sequence[str], seeds: Sequen
     return phase1, phase2, waiting
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """What every run of a sweep shares; picklable, so that worker processes receive it with each job."""
+
+    store: ResultStore
+    device: torch.device
+    checkpoint_root: Path
+    checkpoint_every: int
+    models_root: Path | None
+    progress: bool
+    off_budget: bool
+    shard: Shard
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one job of the sweep ended, as its progress line and the sweep's counts tell it."""
+
+    kind: str  # skipped (another process ran it meanwhile), ok or not ok
+    status: str | None = None
+    error: str | None = None
+    score: float | None = None  # mIoU on the search split
+    seconds: float | None = None
+
+    def describe(self, split: str) -> str:
+        if self.kind == "skipped":
+            return "finished meanwhile by another process"
+        if self.status != "ok":
+            return f"{self.status}: {self.error}"
+        score = "no score" if self.score is None else f"{split} mIoU {self.score:.2f}"
+        return f"ok, {score}, {self.seconds:.0f} s training"
+
+
+def run_job(job: RunSpec, setup: RunSetup) -> Outcome:
+    """Run one job of the sweep under its run lock (unless another process finished it meanwhile)."""
+    from benchmarks.train import run
+
+    path = setup.store.path_for(job)
+    print(f"[shard {setup.shard.index}/{setup.shard.count}] {job.method} lr={job.lr:g} seed={job.seed} -> {path}",
+          file=sys.stderr)
+    checkpoints = Checkpointer.for_run(setup.checkpoint_root, setup.store, job)
+    model_dir = folder_for(setup.models_root, setup.store, job) if setup.models_root is not None else None
+    with run_lock(path):
+        if setup.store.is_finished(job):  # another process ran it while this one waited for the lock
+            return Outcome("skipped")
+        record = run(dataclasses.replace(job, off_budget=setup.off_budget), setup.store, device=setup.device,
+                     progress=setup.progress, checkpoints=checkpoints, checkpoint_every=setup.checkpoint_every,
+                     model_dir=model_dir)
+    info = record["run_info"]
+    return Outcome("ok" if info["status"] == "ok" else "not ok", info["status"], info["error"],
+                   search_score(record, job.suite.lr_search_split), record["train_info"]["train_seconds"])
+
+
 def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
               shard: Shard = Shard(0, 1), store: ResultStore, device: torch.device, checkpoint_root: Path,
               checkpoint_every: int = 100, models_root: Path | None = None,
               progress: bool = False, dry_run: bool = False, off_budget: bool = False,
-              options: dict[str, str] | None = None) -> dict[str, int]:
+              options: dict[str, str] | None = None, jobs: int = 1, threads: int | None = None) -> dict[str, int]:
     """Run what is left of the sweep for this shard; returns counts of runs by outcome.
 
     `options` sets method options (an ablation point) and needs exactly one method; with `models_root`, every
-    run that ends ok keeps its trained weights there."""
+    run that ends ok keeps its trained weights there. `jobs` runs go at once, each in a worker process with
+    `threads` torch threads (benchmarks/workers.py); the records are those of the same runs made one after
+    another with as many threads. `threads` None: this process's. A line per finished run gives its score.
+    """
     methods = list(methods or list_methods())
     if options and len(methods) != 1:
         raise UserError("sweep --set changes one method's options: give exactly one --method")
     seeds = list(seeds or suite.seeds)
     configs = {m: get_method(m).make_config(options or {}) for m in methods}
     counts = {"skipped": 0, "to run": 0} if dry_run else {"skipped": 0, "ok": 0, "not ok": 0}
+    if threads:
+        torch.set_num_threads(threads)  # for the runs made in this process
+    loaded = cpu.busy_warning(cpu.cores(), cpu.load_average())  # said once, when the first run starts
+    setup = RunSetup(store, device, checkpoint_root, checkpoint_every, models_root, progress and jobs == 1,
+                     off_budget, shard)
 
-    def execute(jobs: list[RunSpec]) -> None:
-        from benchmarks.train import run
-
-        for job in shard.take(jobs):
+    def execute(jobs_of_phase: list[RunSpec], phase: str, pool: Pool) -> None:
+        todo = []
+        for job in shard.take(jobs_of_phase):
             path = store.path_for(job)
             finished = store.is_finished(job)
             if finished or dry_run:
@@ -125,25 +189,25 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
             if dry_run:  # the whole plan, finished runs included, so the counts can be checked line by line
                 status = "finished" if finished else "to run"
                 print(f"{status:>8}: {job.method} lr={job.lr:g} seed={job.seed} -> {path}", file=sys.stderr)
-            if finished or dry_run:
-                continue
-            print(f"[shard {shard.index}/{shard.count}] {job.method} lr={job.lr:g} seed={job.seed} -> {path}",
-                  file=sys.stderr)
-            checkpoints = Checkpointer.for_run(checkpoint_root, store, job)
-            model_dir = folder_for(models_root, store, job) if models_root is not None else None
-            with run_lock(path):
-                if store.is_finished(job):  # another process ran it while this one waited for the lock
-                    counts["skipped"] += 1
-                    continue
-                record = run(dataclasses.replace(job, off_budget=off_budget), store, device=device,
-                             progress=progress, checkpoints=checkpoints, checkpoint_every=checkpoint_every,
-                             model_dir=model_dir)
-            counts["ok" if record["run_info"]["status"] == "ok" else "not ok"] += 1
+            elif not finished:
+                todo.append(job)
+        nonlocal loaded
+        if todo and loaded:
+            print(loaded, file=sys.stderr)
+            loaded = None
+        for k, (job, outcome) in enumerate(pool.run(functools.partial(run_job, setup=setup), todo), 1):
+            if isinstance(outcome, WorkerDied):
+                outcome = Outcome("not ok", "no record", f"its worker process ended with exit code "
+                                  f"{outcome.exitcode}; the next sweep runs it again")
+            counts[outcome.kind] += 1
+            print(f"[{phase} {k}/{len(todo)}] {job.method} lr={job.lr:g} seed={job.seed}: "
+                  f"{outcome.describe(suite.lr_search_split)}", file=sys.stderr)
 
-    phase1, _, _ = plan(store, suite, methods, seeds, configs)
-    execute(phase1)
-    _, phase2, waiting = plan(store, suite, methods, seeds, configs)
-    execute(phase2)
+    with Pool(jobs, threads or torch.get_num_threads()) as pool:
+        phase1, _, _ = plan(store, suite, methods, seeds, configs)
+        execute(phase1, "search", pool)
+        _, phase2, waiting = plan(store, suite, methods, seeds, configs)
+        execute(phase2, "seeds", pool)
     if waiting and dry_run:
         print(f"then the seeds of {', '.join(waiting)} at the rate their learning-rate search chooses",
               file=sys.stderr)

@@ -103,6 +103,17 @@ def device(value: Any, key: str) -> str:
     return value
 
 
+def jobs(value: Any, key: str) -> int | str:
+    """A number of worker processes: auto or an integer >= 1 (given as text)."""
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{_subject(key)}must be auto or an integer >= 1, got {value!r}") from None
+    return integer(count, key, low=1)
+
+
 # ---- argparse types: the same checks, for command-line options ----
 
 def option(check: Callable[..., Any], convert: Callable[[str], Any] = int, **bounds: Any) -> Callable[[str], Any]:
@@ -128,3 +139,4 @@ POSITIVE_INT = option(integer, low=1)
 SEED = option(seed)
 POSITIVE_FLOAT = option(number, float, low=0.0, open_low=True)
 DEVICE = option(device, str)
+JOBS = option(jobs, str)

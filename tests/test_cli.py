@@ -72,6 +72,8 @@ from benchmarks.cli import main
         (["--bogus"], "unrecognized arguments: --bogus"),
     )],
     (["sweep", "--suite", "smoke", "--seeds", "-1"], "--seeds: each seed must be an integer in [0, 4294967295]"),
+    (["sweep", "--suite", "smoke", "--jobs", "0"], "argument --jobs: must be an integer >= 1, got 0"),
+    (["sweep", "--suite", "smoke", "--jobs", "two"], "argument --jobs: must be auto or an integer >= 1, got 'two'"),
     (["profile", "--threads", "-1"], "argument --threads: must be an integer >= 0, got -1"),
     (["data", "stats", "--image-size", "0"], "argument --image-size: must be an integer >= 1, got 0"),
 ])

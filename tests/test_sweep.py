@@ -2,6 +2,8 @@
 
 import functools
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.checkpoint import Checkpointer
 from benchmarks.store import SCHEMA_VERSION, ResultStore, read_record
 from benchmarks.suites import load_suite
 from benchmarks.sweep import Shard, chosen_lr, plan, run_sweep
@@ -60,20 +63,44 @@ def test_shards_partition_the_jobs():
             Shard.parse(bad)
 
 
+def wait_until_gone(group: int, seconds: float = 120) -> None:
+    """Until no process of the process group `group` is left (a sweep started in a session of its own)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, f"processes of group {group} still running"
+        time.sleep(0.05)
+
+
+def tiny_suite_file(folder: Path, **changed: str) -> Path:
+    """The smoke suite with these keys changed (TOML values), written as a suite file."""
+    smoke = (REPO / "benchmarks/suites/smoke.toml").read_text()
+    lines = [line for line in smoke.splitlines() if line.split(" = ")[0] not in {*changed, "pretrained"}]
+    suite_file = folder / "tiny-sweep.toml"
+    suite_file.write_text("\n".join([*lines, *(f"{k} = {v}" for k, v in changed.items())]) + "\n")
+    return suite_file
+
+
 def test_killed_sweep_restarts_without_repeating_finished_runs(tmp_path):
+    """Killed with SIGKILL: its workers, told by the kernel that their parent died, record and stop."""
     out = tmp_path / "results"
     command = [sys.executable, "-m", "benchmarks", "sweep", "--suite", "smoke", "--method", "frozen",
                "--method", "lora", "--budget", "pretrained=none", "--budget", "lr_grid=0.001,0.003",
-               "--budget", "seeds=0,1", "--allow-budget-override", "--threads", "1",
+               "--budget", "seeds=0,1", "--allow-budget-override", "--threads", "1", "--jobs", "2",
                "--out", str(out), "--checkpoint-dir", str(tmp_path / "ckpt")]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.monotonic() + 300
     while len(list(out.rglob("*.json"))) < 2:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     proc.kill()
     proc.wait()
-    done_before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json")}
+    wait_until_gone(proc.pid)
+    done_before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if read_record(p)["run_info"]["status"] == "ok"}
     counts = run_sweep(SUITE, methods=METHODS, store=ResultStore(out), device=torch.device("cpu"),
                        checkpoint_root=tmp_path / "ckpt")
     assert counts["skipped"] >= len(done_before) and counts["not ok"] == 0
@@ -85,11 +112,8 @@ def test_killed_sweep_restarts_without_repeating_finished_runs(tmp_path):
 
 def test_concurrent_shards_write_every_record_once_and_leave_nothing_to_redo(tmp_path):
     """Four shard processes on one results folder, as a Slurm array or `&` would start them."""
-    smoke = (REPO / "benchmarks/suites/smoke.toml").read_text()
-    changed = {"steps": "2", "batch_size": "2", "eval_limit": "2", "lr_grid": "[1e-3, 3e-3]", "seeds": "[0, 1]"}
-    lines = [line for line in smoke.splitlines() if line.split(" = ")[0] not in {*changed, "pretrained"}]
-    suite_file = tmp_path / "tiny-sweep.toml"
-    suite_file.write_text("\n".join([*lines, *(f"{k} = {v}" for k, v in changed.items())]) + "\n")
+    suite_file = tiny_suite_file(tmp_path, steps="2", batch_size="2", eval_limit="2", lr_grid="[1e-3, 3e-3]",
+                                 seeds="[0, 1]")
     out = tmp_path / "results"
     command = [sys.executable, "-m", "benchmarks", "sweep", "--suite", str(suite_file), "--method", "frozen",
                "--method", "lora", "--out", str(out), "--checkpoint-dir", str(tmp_path / "ckpt"), "--threads", "1",
@@ -162,3 +186,61 @@ def test_dry_run_lists_every_run_of_the_sweep_once_with_its_status(tmp_path, cap
     assert [line.split(" -> ")[0] for line in to_run] == ["  to run: frozen lr=0.003 seed=1",
                                                           "  to run: lora lr=0.001 seed=1"]
     assert counts == {"skipped": 4, "to run": 2, "waiting": 0}
+
+
+TIMINGS = ("eval_seconds", "images_per_second")
+
+
+def _metrics(record):
+    """Everything of a record that the computation decides (not timings, dates or the machine)."""
+    train = record["train_info"]
+    results = {split: {k: v for k, v in scores.items() if k not in TIMINGS}
+               for split, scores in record["results"].items()}
+    return {"run": {k: record["run_info"][k] for k in ("config_hash", "lr", "seed", "status", "error")},
+            "results": results, "baselines": record["baselines"], "curve": train["curve"],
+            "final_loss": train["final_loss"], "anytime": [(p["step"], p["mIoU"]) for p in train["anytime"]],
+            "threads": record["meta_info"]["threads"]}
+
+
+def test_two_workers_write_the_records_of_the_same_runs_made_one_after_another(tmp_path, capsys):
+    """issue 20: `--jobs 2` (1 thread each) against the same sweep in this process with 1 thread."""
+    suite = SUITE.replace({"steps": 3, "eval_limit": 4, "eval_every": 2})
+    records = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        counts = run_sweep(suite, methods=["lora"], store=ResultStore(out), device=torch.device("cpu"),
+                           checkpoint_root=tmp_path / f"ckpt{jobs}", jobs=jobs, threads=1)
+        assert counts == {"skipped": 0, "ok": 3, "not ok": 0, "waiting": 0}  # 2 search rates + 1 more seed
+        records[jobs] = {p.relative_to(out): _metrics(read_record(p)) for p in out.rglob("*.json")}
+        finished = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("[search", "[seeds"))]
+        assert len(finished) == 3 and all(": ok, val mIoU " in line for line in finished)
+    assert len(records[1]) == 3 and records[1].keys() == records[2].keys()
+    for path, serial in records[1].items():
+        assert serial["threads"] == 1 and serial == records[2][path], path
+
+
+def test_ctrl_c_stops_every_worker_with_whole_records_and_checkpoints(tmp_path):
+    """Ctrl-C reaches the whole process group: each worker records its run as interrupted, with a checkpoint
+    at the step it recorded, the sweep exits 130 and no process of it is left."""
+    suite_file = tiny_suite_file(tmp_path, steps="100000", batch_size="2", eval_limit="2", lr_grid="[1e-3, 3e-3]")
+    out, ckpt, log = tmp_path / "results", tmp_path / "ckpt", tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "benchmarks", "sweep", "--suite", str(suite_file), "--method", "lora",
+               "--jobs", "2", "--threads", "1", "--checkpoint-every", "1", "--no-save-model", "--out", str(out),
+               "--checkpoint-dir", str(ckpt)]
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list(ckpt.rglob("latest.json"))) < 2:  # both runs are training
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()
+    wait_until_gone(proc.pid)
+    assert "sweep interrupted: run the same command again to continue" in log.read_text()
+    paths = sorted(out.rglob("*.json"))
+    assert len(paths) == 2 and not [p for p in tmp_path.rglob("*.tmp")]
+    for path in paths:
+        info = read_record(path)["run_info"]
+        step = int(info["error"].removeprefix("interrupted at step "))
+        checkpoints = Checkpointer(ckpt / path.relative_to(out).with_suffix(""), info["config_hash"])
+        assert info["status"] == "interrupted" and step >= 1 and checkpoints.latest_step() == step
