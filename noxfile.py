@@ -143,6 +143,12 @@ def profile(session: nox.Session) -> None:
 
 
 @nox.session
+def gpu_check(session: nox.Session) -> None:
+    """Profile every method and bench bridger/full on the paper suite on a GPU (`-- --tiny`: toy sizes, CPU)."""
+    session.run(_python(), "-m", "benchmarks.gpu_check", *session.posargs, external=True)
+
+
+@nox.session
 def speed(session: nox.Session) -> None:
     """pytest-benchmark step-time suite; results saved for --benchmark-compare."""
     args = session.posargs or ["--benchmark-autosave"]

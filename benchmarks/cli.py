@@ -325,6 +325,10 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=validate.POSITIVE_INT, help="batch size for memory and timing")
     parser.add_argument("--sweep-image-size", metavar="N,N,...", help="profile at each of these image sizes")
     parser.add_argument("--sweep-batch-size", metavar="N,N,...", help="and at each of these batch sizes")
+    parser.add_argument("--sweep-precision", metavar="P,P,...",
+                        help="and at each of these precisions (e.g. bf16,fp16; CUDA only: CPU runs fp32)")
+    parser.add_argument("--memory-jobs", type=validate.POSITIVE_INT, default=1,
+                        help="memory measurements (one process each) run at a time (default 1)")
     parser.add_argument("--warmup", type=validate.POSITIVE_INT, default=2,
                         help="untimed calls before measuring (default 2)")
     parser.add_argument("--repeats", type=validate.POSITIVE_INT, default=5,
