@@ -20,16 +20,18 @@ import nox
 ROOT = Path(__file__).parent
 VENV = Path(os.environ.get("RISBENCH_VENV", ROOT / ".nox" / "risbench"))
 OLDEST_VENV = ROOT / ".nox" / "risbench-oldest"
+TEST_EXTRAS = ("dev", "tensorboard")  # tests read the event files `bench --log tensorboard` writes
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "none"
 
 
 def lower_bounds() -> list[str]:
-    """`name==low` for every dependency of the project (and its dev extra) declared with a `>=` bound."""
+    """`name==low` for every dependency of the project (and the extras tests install) declared with a `>=` bound."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = []
-    for requirement in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+    extras = [r for extra in TEST_EXTRAS for r in project["optional-dependencies"][extra]]
+    for requirement in [*project["dependencies"], *extras]:
         match = re.match(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([^,;\s]+)", requirement)
         if match:
             pins.append(f"{match[1]}=={match[2]}")
@@ -57,7 +59,7 @@ def _python(venv: Path = VENV, constraints: list[str] | None = None) -> str:
         pin_file = venv / "lower-bounds.txt"
         pin_file.write_text(pins + "\n")
         extra = ["-c", str(pin_file)]
-    subprocess.run([*pip, "-e", f"{ROOT}[dev]", *extra], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[{','.join(TEST_EXTRAS)}]", *extra], check=True)
     stamp.write_text(digest + "\n")
     return str(python)
 
@@ -138,6 +140,12 @@ def pretrain(session: nox.Session) -> None:
 def profile(session: nox.Session) -> None:
     """FLOPs, memory and throughput per method."""
     _cli(session, "profile")
+
+
+@nox.session
+def gpu_check(session: nox.Session) -> None:
+    """Profile every method and bench bridger/full on the paper suite on a GPU (`-- --tiny`: toy sizes, CPU)."""
+    session.run(_python(), "-m", "benchmarks.gpu_check", *session.posargs, external=True)
 
 
 @nox.session

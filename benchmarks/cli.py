@@ -87,6 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks import cpu, distributed
     from benchmarks.checkpoint import Checkpointer
     from benchmarks.environment import resolve_device
+    from benchmarks.live_log import LiveLog, open_live_log
     from benchmarks.lock import run_lock
     from benchmarks.saved_model import folder_for
     from benchmarks.store import ResultStore
@@ -94,6 +95,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.train import run
 
     check_run_paths(args)
+    check_log_dir(args)
     if not Path(args.reference).is_dir():
         raise UserError(f"--reference {args.reference}: no such folder; give a folder of run records "
                         "(default: results/, the committed reference)")
@@ -104,6 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     speaks = distributed.is_main()  # under torchrun only rank 0 prints
     checkpoints = Checkpointer.for_run(Path(args.checkpoint_dir), store, spec)
     model_dir = folder_for(models_root(args), store, spec) if args.save_model else None
+    live_log = open_live_log(args.log, folder_for(Path(args.log_dir), store, spec)) if speaks else LiveLog()
     # rank 0 alone locks: the other processes of its own job must not wait for it
     with run_lock(path) if speaks else contextlib.nullcontext():
         if store.is_finished(spec) and not args.force:
@@ -120,13 +123,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         loaded = cpu.busy_warning(cpu.cores(), cpu.load_average())
         try:
             record = run(spec, store, device=device, progress=not args.no_progress, checkpoints=checkpoints,
-                         checkpoint_every=args.checkpoint_every, workers=args.workers, model_dir=model_dir)
+                         checkpoint_every=args.checkpoint_every, workers=args.workers, model_dir=model_dir,
+                         live_log=live_log)
         except KeyboardInterrupt:
             if speaks:
                 where = f"recorded in {path}" if path.exists() else "nothing recorded"
                 print(f"interrupted: {where}; run the same command again to resume from {checkpoints.folder}",
                       file=sys.stderr)
             return 130
+        finally:
+            live_log.close()
     if speaks:
         print_summary(record)
         print_reference(record, Path(args.reference), path)
@@ -155,6 +161,15 @@ def check_run_paths(args: argparse.Namespace) -> None:
     validate.writable_dir(args.checkpoint_dir, "--checkpoint-dir")
     if args.save_model:
         validate.writable_dir(models_root(args), "--models-dir")
+
+
+def check_log_dir(args: argparse.Namespace) -> None:
+    """--log writes event files: a writable folder outside every results folder (records only live there)."""
+    log_dir = validate.writable_dir(args.log_dir, "--log-dir").resolve()
+    for results in (REPO / "results", Path(args.out)):
+        if log_dir.is_relative_to(results.resolve()):
+            raise UserError(f"--log-dir {args.log_dir} is inside the results folder {results}: event files go "
+                            "beside run records, never among them (default: runs/tensorboard)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -314,6 +329,10 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=validate.POSITIVE_INT, help="batch size for memory and timing")
     parser.add_argument("--sweep-image-size", metavar="N,N,...", help="profile at each of these image sizes")
     parser.add_argument("--sweep-batch-size", metavar="N,N,...", help="and at each of these batch sizes")
+    parser.add_argument("--sweep-precision", metavar="P,P,...",
+                        help="and at each of these precisions (e.g. bf16,fp16; CUDA only: CPU runs fp32)")
+    parser.add_argument("--memory-jobs", type=validate.POSITIVE_INT, default=1,
+                        help="memory measurements (one process each) run at a time (default 1)")
     parser.add_argument("--warmup", type=validate.POSITIVE_INT, default=2,
                         help="untimed calls before measuring (default 2)")
     parser.add_argument("--repeats", type=validate.POSITIVE_INT, default=5,
@@ -367,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="records to compare the run with (default: results/, the committed reference)")
     bench.add_argument("--workers", type=validate.NON_NEGATIVE_INT, default=0,
                        help="data-loading worker processes (default: 0)")
+    bench.add_argument("--log", choices=("none", "tensorboard"), default="none",
+                       help="live training curves, metrics and predicted masks (tensorboard: needs "
+                            "pip install 'risbench[tensorboard]'; default: none)")
+    bench.add_argument("--log-dir", default=str(REPO / "runs" / "tensorboard"),
+                       help="where --log writes, one folder per run (default: runs/tensorboard)")
     bench.add_argument("--list-methods", action="store_true", help="list methods with their options and defaults")
     bench.add_argument("--counts", action="store_true",
                        help="with --list-methods: trainable parameters on the default backbone and ViT-B/16 (slow)")

@@ -67,11 +67,15 @@ def query_from_dataset(suite: Suite, split: str, index: int, text: str | None = 
     dataset = build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options)
     if not 0 <= index < len(dataset):
         raise UserError(f"--index {index} is out of range: {suite.dataset} {split} has items 0..{len(dataset) - 1}")
-    item = dataset[index]
+    return query_from_item(dataset[index], None if text is None else _checked_text(text))
+
+
+def query_from_item(item: dict, text: str | None = None) -> Query:
+    """A dataset item (the data contract) as a query, with its own expression unless `text` replaces it."""
     letterbox: Letterbox = item["letterbox"]
     # the item holds the letterboxed input; its content, resized back, is the picture (exact for shapes)
     picture = letterbox.undo(item["image"], mode="bilinear").clamp(0, 1).mul(255).round().byte()
-    return Query(item["image"], letterbox, item["text"] if text is None else _checked_text(text),
+    return Query(item["image"], letterbox, item["text"] if text is None else text,
                  picture.permute(1, 2, 0).numpy(), item["orig_mask"].bool())
 
 
@@ -111,6 +115,14 @@ def overlay(picture: np.ndarray, mask: np.ndarray, caption: str) -> Image.Image:
     return canvas
 
 
+def describe(query: Query, mask: np.ndarray) -> str:
+    """The caption of a predicted mask: the expression, the mask's size, and its IoU when the truth is known."""
+    caption = f"{query.text}  ({int(mask.sum())} px, {100 * mask.mean():.1f}% of the image)"
+    if query.target is not None:
+        caption += f"  IoU {100 * IoUMeter().update(torch.from_numpy(mask), query.target):.1f}"
+    return caption
+
+
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -121,9 +133,7 @@ def write_prediction(query: Query, probs: torch.Tensor, threshold: float, out: P
                      probabilities_out: Path | None = None) -> str:
     """Write the overlay (and the probability map: 8-bit grey PNG, or float32 .npy); returns a one-line summary."""
     mask = (probs > threshold).numpy()
-    caption = f"{query.text}  ({int(mask.sum())} px, {100 * mask.mean():.1f}% of the image)"
-    if query.target is not None:
-        caption += f"  IoU {100 * IoUMeter().update(torch.from_numpy(mask), query.target):.1f}"
+    caption = describe(query, mask)
     atomic_write_bytes(out, _png(overlay(query.picture, mask, caption)))
     if probabilities_out is not None:
         if probabilities_out.suffix.lower() == ".npy":

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,12 @@ class ProfileOptions:
     repeats: int = 5
     memory: bool = True
     throughput: bool = True
-    threads: int = 0  # torch CPU threads in the memory subprocess; 0 = the same as this process
+    threads: int = 0  # torch CPU threads in each memory subprocess; 0 = this process's, shared among memory_jobs
+    memory_jobs: int = 1  # memory subprocesses at a time: each measures its own process, so they may overlap
 
     def __post_init__(self) -> None:
+        if self.memory_jobs < 1:
+            raise UserError(f"memory_jobs must be >= 1, got {self.memory_jobs}")
         if self.warmup < 1:
             raise UserError(f"warmup must be >= 1 (the first call allocates), got {self.warmup}")
         if self.repeats < 1:
@@ -358,19 +362,23 @@ def profile_point(suite: Suite, models: list[Profiled], flops: dict[str, dict],
         rows.append({
             "method": profiled.method, "backbone": suite.backbone, "image_size": suite.image_size,
             "text_len": suite.text_len, "batch_size": suite.batch_size, "device": device.type,
-            "precision": "bf16" if autocast_dtype(suite, device) else "fp32", "weights": "random",
+            "precision": suite.precision if autocast_dtype(suite, device) else "fp32", "weights": "random",
             **f, "params": counts, "train_gflops_per_step":
                 f["train_gflops_per_step_fixed"] + f["train_gflops_per_image"] * suite.batch_size,
         })
     if options.memory:
-        threads = options.threads or torch.get_num_threads()
-        for row, profiled in zip(rows, models, strict=True):
+        threads = options.threads or max(1, torch.get_num_threads() // options.memory_jobs)
+        jobs = [MemoryJob(suite, p.method, p.config, kind, options.device, options.warmup, threads)
+                for p in models for kind in STEPS]
+        _log(f"memory: {len(jobs)} measurements at {suite.image_size}px batch {suite.batch_size} "
+             f"{suite.precision}, {options.memory_jobs} at a time")
+        with ThreadPoolExecutor(options.memory_jobs) as pool:
+            measured = dict(zip(((j.method, j.kind) for j in jobs), pool.map(measure_memory_in_subprocess, jobs),
+                                strict=True))
+        for row in rows:
             memory: dict[str, Any] = {}
             for kind in STEPS:
-                _log(f"memory: {profiled.method} {kind} {suite.image_size}px batch {suite.batch_size}")
-                job = MemoryJob(suite, profiled.method, profiled.config, kind, options.device, options.warmup,
-                                threads)
-                got = measure_memory_in_subprocess(job)
+                got = measured[row["method"], kind]
                 memory.update({"kind": got["kind"], "peak_since_build": got["peak_since_build"],
                                f"{kind}_peak_mb": got["peak_mb"], f"{kind}_baseline_mb": got["baseline_mb"]})
             row["memory"] = memory
@@ -394,8 +402,10 @@ def profile_point(suite: Suite, models: list[Profiled], flops: dict[str, dict],
 
 
 def profile(suite: Suite, methods: Sequence[str], options: ProfileOptions, *,
-            image_sizes: Sequence[int] = (), batch_sizes: Sequence[int] = ()) -> list[dict[str, Any]]:
-    """One row per (image size, batch size, method); the suite's own sizes when none are given."""
+            image_sizes: Sequence[int] = (), batch_sizes: Sequence[int] = (),
+            precisions: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One row per (image size, batch size, precision, method); the suite's own when none are given. Models
+    and FLOPs are made once per image size: they do not depend on batch size or precision."""
     from methods import get_method
 
     configs = {m: get_method(m).make_config() for m in methods}
@@ -407,8 +417,9 @@ def profile(suite: Suite, methods: Sequence[str], options: ProfileOptions, *,
         base = base_parts(sized)
         flops = {p.method: flop_profile(p, base) for p in models}
         for batch in batch_sizes or [suite.batch_size]:
-            point = sized.replace({"batch_size": batch})
-            rows += profile_point(point, models, flops, options)
+            for precision in precisions or [suite.precision]:
+                point = sized.replace({"batch_size": batch, "precision": precision})
+                rows += profile_point(point, models, flops, options)
     return rows
 
 
@@ -525,10 +536,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
             get_method(name)  # unknown names fail before minutes of work
         options = ProfileOptions(device=str(device), warmup=args.warmup, repeats=args.repeats,
                                  memory=not args.flops_only, throughput=not args.flops_only,
-                                 threads=args.threads)
+                                 threads=args.threads, memory_jobs=args.memory_jobs)
+        precisions = [p.strip() for p in (args.sweep_precision or "").split(",") if p.strip()]
+        for precision in precisions:  # an unknown precision fails here, before minutes of work
+            suite.replace({"precision": precision})
         rows = profile(suite, methods, options,
                        image_sizes=_int_list(args.sweep_image_size, "--sweep-image-size"),
-                       batch_sizes=_int_list(args.sweep_batch_size, "--sweep-batch-size"))
+                       batch_sizes=_int_list(args.sweep_batch_size, "--sweep-batch-size"), precisions=precisions)
         table = rows_table(rows)
     document = {"flop_convention": CONVENTION, "weights": "random", "suite": suite.name,
                 "environment": describe(device), "rows": rows}

@@ -27,6 +27,7 @@ from benchmarks.build import build_model
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset, collate
 from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
+from benchmarks.live_log import LiveLog
 from benchmarks.profile import profile_run
 from benchmarks.saved_model import save_model
 from benchmarks.step import Diverged, autocast_dtype, lr_factor, make_optimizer, training_step
@@ -127,7 +128,7 @@ class Progress:
 def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, progress: Progress, *, device: torch.device,
           amp: torch.dtype | None, show: bool, checkpoints: Checkpointer | None, checkpoint_every: int,
-          workers: int) -> None:
+          workers: int, live_log: LiveLog) -> None:
     """The training loop from `progress.step` to the suite's last step (`net`: `model` or its DDP wrapper)."""
     suite = spec.suite
     train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
@@ -139,6 +140,7 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
                         generator=torch.Generator().manual_seed(spec.seed))
     anytime_set = anytime_subset(suite)
     net.train()
+    live_log.start(optimizer, progress.step)
     progress.started = time.perf_counter()
     bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
                dynamic_ncols=True, initial=progress.step, total=suite.steps)
@@ -152,10 +154,13 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
             closed_point = progress.log(loss, suite, optimizer.param_groups[0]["lr"])
         if closed_point:
             bar.set_postfix(loss=f"{progress.curve[-1]['loss']:.4f}")
+            live_log.curve_point(progress.curve[-1])
         if progress.anytime_due(suite):
             started = time.perf_counter()
             scored = evaluate(model, anytime_set, batch_size=suite.batch_size, threshold=suite.threshold,
                               device=device, autocast_dtype=amp)
+            live_log.evaluation(progress.step, suite.lr_search_split, scored, model, anytime_set, device=device,
+                                amp=amp, threshold=suite.threshold)
             progress.add_anytime(scored["mIoU"], suite, time.perf_counter() - started)
         if checkpoints and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < suite.steps:
             checkpoints.save(progress.step, model, optimizer, scheduler, progress.state())
@@ -202,7 +207,7 @@ def count_flops(spec: RunSpec) -> dict[str, Any]:
 
 def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bool = True,
         checkpoints: Checkpointer | None = None, checkpoint_every: int = 0, workers: int = 0,
-        model_dir: Path | None = None) -> dict[str, Any]:
+        model_dir: Path | None = None, live_log: LiveLog | None = None) -> dict[str, Any]:
     """Train and evaluate one run and write its record; the record is returned whatever the outcome.
 
     With `checkpoints`, training resumes from the latest checkpoint of the same config and seed, saves one
@@ -215,6 +220,8 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
 
     With `model_dir`, a run that ends ok saves its trained weights there (benchmarks/saved_model.py) before its
     record is written and its checkpoints deleted, so a finished record always has its model.
+
+    With `live_log` (benchmarks/live_log.py), training reports its curve and evaluations as they happen.
     """
     with distributed.process_group(device) as device:
         suite = spec.suite
@@ -246,7 +253,8 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                 if main:
                     print(f"resuming {spec.method} seed {spec.seed} from step {done.step}", file=sys.stderr)
             train(model, net, spec, optimizer, scheduler, done, device=device, amp=amp, show=progress and main,
-                  checkpoints=checkpoints if main else None, checkpoint_every=checkpoint_every, workers=workers)
+                  checkpoints=checkpoints if main else None, checkpoint_every=checkpoint_every, workers=workers,
+                  live_log=live_log if live_log and main else LiveLog())
             train_peak = peak_memory_mb(device)
             results, baselines = evaluate_splits(model, suite, device, amp)
             # In the try: an interrupt while counting is recorded (and checkpointed) like one during training

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,21 +27,57 @@ ANNS = {
 OBJECT_RGB = (200, 40, 40)
 
 
+class _Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 wrote its `str` (BINSTRING opcodes), as in the published refs pickles: Python 3's
+    own protocol-2 pickles spell bytes as a call that loads as bytes whatever the reader's encoding."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_python2_str(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_python2_str
+
+
+def as_python2_str(value):
+    """Every str (keys too) as UTF-8 bytes, the way a Python 2 program held text; bytes stay as given."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict):
+        return {as_python2_str(k): as_python2_str(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_python2_str(v) for v in value]
+    return value
+
+
 @dataclass
 class ReferFixture:
     root: Path
     name: str
     split_by: str
     refs: list[dict] = field(default_factory=list)
+    instances: dict = field(default_factory=dict)
 
     @property
     def refs_path(self) -> Path:
         return self.root / self.name / f"refs({self.split_by}).p"
 
-    def write_refs(self) -> None:
-        """(Re)write the pickle, e.g. after a test edited `refs`; protocol 2 as the Python 2 originals."""
+    def write_refs(self, python2: bool = False) -> None:
+        """(Re)write the pickle, e.g. after a test edited `refs`; protocol 2 as the Python 2 originals, and with
+        `python2` their byte strings too."""
         with self.refs_path.open("wb") as f:
-            pickle.dump(self.refs, f, protocol=2)
+            if python2:
+                _Python2Pickler(f, protocol=2).dump(as_python2_str(self.refs))
+            else:
+                pickle.dump(self.refs, f, protocol=2)
+
+    def write_instances(self) -> None:
+        """(Re)write instances.json, e.g. after a test edited `instances`."""
+        (self.root / self.name / "instances.json").write_text(json.dumps(self.instances))
 
     def expressions(self, split: str) -> list[tuple[int, str]]:
         return [(r["ref_id"], s["sent"]) for r in self.refs if r["split"] == split for s in r["sentences"]]
@@ -113,7 +150,7 @@ def build_refer(root: Path, name: str = "refcoco", split_by: str = "unc",
                         for a, (i, kind, rect) in ANNS.items()],
         "categories": [{"id": 1, "name": "box", "supercategory": "thing"}],
     }
-    (root / name / "instances.json").write_text(json.dumps(instances))
-    fixture = ReferFixture(root, name, split_by, _refs(splits))
+    fixture = ReferFixture(root, name, split_by, _refs(splits), instances)
+    fixture.write_instances()
     fixture.write_refs()
     return fixture

@@ -109,3 +109,19 @@ def test_cli_json_is_the_only_stdout(tmp_path, capsys):
 def test_cli_rejects_bad_sweep(capsys):
     with pytest.raises(UserError, match="--sweep-batch-size"):
         run_cli(["--method", "frozen", "--flops-only", "--sweep-batch-size", "8,x"], capsys)
+
+
+def test_cli_rejects_an_unknown_precision_before_building_models(capsys, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built for bad input")
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", no_model)
+    with pytest.raises(UserError, match="precision must be one of fp32, bf16.*got 'fp8'"):
+        run_cli(["--method", "frozen", "--sweep-precision", "bf16,fp8"], capsys)
+
+
+def test_precision_sweep_gives_a_row_per_precision(suite):
+    """Models and FLOPs are shared; on CPU every precision runs (and is labelled) fp32."""
+    rows = profile(suite, ["frozen"], ProfileOptions(warmup=1, repeats=1, memory=False), precisions=["fp32", "bf16"])
+    assert [(r["method"], r["precision"]) for r in rows] == [("frozen", "fp32"), ("frozen", "fp32")]
+    assert rows[0]["gflops_per_image"] == rows[1]["gflops_per_image"]

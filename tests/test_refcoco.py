@@ -1,3 +1,6 @@
+import pickle
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -126,13 +129,70 @@ def test_corrupt_annotation_file_names_it(refcoco, target, content):
     assert str(refcoco.root / target) in str(err.value)
 
 
-@pytest.mark.parametrize("bad", ["   ", None, 7])
-def test_empty_or_non_text_sentence_names_the_ref(refcoco, bad):
+BLANKS = ["", " ", "   ", "\t", "\n \t", "\u3000", "\xa0 "]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_empty_or_blank_sentences_are_left_out_counted_and_warned(refcoco, seed):
+    """Random sentences blanked (whole refs too): the split keeps every other item and counts the rest."""
+    rng = np.random.default_rng(seed)
+    blanked = []
+    for ref in refcoco.refs:
+        for sent in ref["sentences"]:
+            if rng.random() < 0.4:
+                sent["sent"] = str(rng.choice(BLANKS))
+                blanked.append((ref["split"], ref["ref_id"]))
+    if seed == 0:
+        refcoco.refs[2]["sentences"] = []  # a ref without sentences: no item, no error
+    refcoco.write_refs()
+    for split in ("train", "val", "testA", "testB"):
+        expected = sorted((r, t) for r, t in refcoco.expressions(split) if t.strip())
+        left_out = sorted(r for s, r in blanked if s == split)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dataset = RefCOCODataset("refcoco", split, refcoco.root, SIZE)
+        assert sorted((item["ref_id"], item["text"]) for item in _items(dataset)) == expected
+        assert sorted(dataset.left_out.empty_sentences) == left_out
+        messages = [str(w.message) for w in caught]
+        if left_out:
+            assert any(f"refcoco {split}" in m and f"{len(left_out)} empty or blank sentences left out" in m
+                       for m in messages), messages
+        else:
+            assert not messages
+
+
+@pytest.mark.parametrize("bad", [None, 7, ["a", "list"], {"nested": "dict"}])
+def test_non_text_sentence_names_the_ref(refcoco, bad):
     refcoco.refs[1]["sentences"][0]["sent"] = bad
     refcoco.write_refs()
     with pytest.raises(UserError, match=f"ref_id {refcoco.refs[1]['ref_id']}") as err:
         RefCOCODataset("refcoco", refcoco.refs[1]["split"], refcoco.root, SIZE)
-    assert str(refcoco.refs_path) in str(err.value) and "empty or non-text sentence" in str(err.value)
+    assert str(refcoco.refs_path) in str(err.value) and "non-text sentence" in str(err.value)
+
+
+def test_python2_byte_strings_are_read_as_utf8_and_latin1_only_as_a_counted_fallback(refcoco):
+    """The published pickles hold Python 2 byte strings (keys, splits and sentences): UTF-8 text decodes as
+    itself, and a byte string that is not UTF-8 falls back to latin-1 with a count."""
+    texts = ["the café on the left", "niño in red", "男人 on the right", "plain ascii words"]
+    sentences = [s for ref in refcoco.refs for s in ref["sentences"]]
+    for sent, text in zip(sentences, texts, strict=False):
+        sent["sent"] = text
+    sentences[len(texts)]["sent"] = "naïve latin-1 bytes".encode("latin-1")  # not valid UTF-8
+    refcoco.write_refs(python2=True)
+    with open(refcoco.refs_path, "rb") as f:  # the file really holds byte strings: latin-1 gives mojibake
+        assert pickle.load(f, encoding="latin1")[0]["sentences"][0]["sent"] == "the cafÃ© on the left"
+    got, latin1 = {}, []
+    for split in ("train", "val", "testA", "testB"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dataset = RefCOCODataset("refcoco", split, refcoco.root, SIZE)
+        got.update((item["text"], item["ref_id"]) for item in _items(dataset))
+        latin1 += dataset.left_out.latin1_sentences
+        if dataset.left_out.latin1_sentences:
+            assert any("1 sentences not valid UTF-8, read as latin-1" in str(w.message) for w in caught)
+    assert set(texts) | {"naïve latin-1 bytes"} <= set(got)
+    assert latin1 == [got["naïve latin-1 bytes"]]
+    assert len(got) == len(sentences)
 
 
 def test_image_that_disagrees_with_annotations_is_rejected(refcoco):
@@ -176,10 +236,18 @@ def test_cli_refuses_missing_refcoco_data_before_any_training(refcoco, tmp_path,
     assert not out.exists() and not checkpoints.exists()
 
 
-def test_cli_names_the_file_and_ref_of_an_empty_expression(refcoco, monkeypatch, capsys):
-    refcoco.refs[0]["sentences"][0]["sent"] = ""
-    refcoco.write_refs()
+def test_cli_names_the_annotation_of_a_malformed_polygon_before_any_training(refcoco, tmp_path, monkeypatch,
+                                                                            capsys):
+    """pycocotools' box form (a first part of 4 numbers) was a raw TypeError; now one line, exit 2, no record."""
+    refcoco.instances["annotations"][0]["segmentation"] = [[1, 2, 30, 2], [5, 5, 20, 5, 20, 20]]
+    refcoco.write_instances()
     monkeypatch.setenv("RISBENCH_DATA", str(refcoco.root))
-    code, err = _cli(["data", "stats", "--dataset", "refcoco", "--split", refcoco.refs[0]["split"]], capsys)
+    out = tmp_path / "results"
+    code, err = _cli(["bench", "--method", "frozen", "--suite", "smoke", "--budget", "dataset=refcoco",
+                      "--allow-budget-override", "--out", str(out), "--checkpoint-dir", str(tmp_path / "ck"),
+                      "--no-save-model"], capsys)
     assert code == 2 and "\n" not in err
-    assert err.startswith(f"error: ref_id {refcoco.refs[0]['ref_id']} in {refcoco.refs_path} has an empty")
+    assert err.startswith(f"error: annotation 1 in {refcoco.root / 'refcoco/instances.json'} has a malformed polygon: "
+                          "part 0 has 4 numbers")
+    assert "Fix or remove that annotation" in err
+    assert not out.exists()

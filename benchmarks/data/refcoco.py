@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from benchmarks.data import check_split, refer_split_by
+from benchmarks.data.coco_segmentation import check_segmentation, segmentation_mask
 from benchmarks.data.letterbox import Letterbox
 from riscore.errors import UserError
 
@@ -68,7 +70,8 @@ class RefCOCODataset(Dataset):
         self.root = Path(root)
         refs_path, instances_path, self.image_dir = locate_refer_files(name, self.root, split_by)
         refs = _load_refs(refs_path)
-        self._expressions = _expressions(refs, split, refs_path)
+        self._expressions, self.left_out = _expressions(refs, split, refs_path)
+        self.left_out.warn(f"{name} {split} ({refs_path})")
         self._anns, self._images = _index_instances(_load_json(instances_path), self._expressions, instances_path)
 
     def __len__(self) -> int:
@@ -79,7 +82,10 @@ class RefCOCODataset(Dataset):
         info = self._images[expr.image_id]
         image = self._read_image(info)
         h, w = image.shape[:2]
-        mask = _ann_to_mask(self._anns[expr.ann_id], h, w)
+        ann = self._anns[expr.ann_id]
+        mask = segmentation_mask(ann["segmentation"], h, w)
+        if mask.shape != (h, w):  # an RLE of an image whose size instances.json does not state
+            raise UserError(f"annotation {ann['id']} is {mask.shape[0]}x{mask.shape[1]}, its image {h}x{w}")
         lb = Letterbox.fit(h, w, self.image_size)
         return {
             "image": lb.apply_image(image),
@@ -110,14 +116,34 @@ class RefCOCODataset(Dataset):
 def _load_refs(path: Path) -> list:
     try:
         with path.open("rb") as f:
-            # latin1: the published pickles were written by Python 2 and hold byte strings.
-            refs = pickle.load(f, encoding="latin1")
+            # bytes: the published pickles were written by Python 2 and hold byte strings, UTF-8 text that
+            # latin-1 decoding would turn into mojibake; _text decodes them.
+            refs = _str_keys(pickle.load(f, encoding="bytes"))
     except Exception as err:  # any unpickling failure means a corrupt/foreign file
         raise UserError(f"corrupt refer annotation file {path} ({type(err).__name__}); re-download it. "
                         f"{_GET_DATA}") from None
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise UserError(f"malformed refer annotation file {path}: expected a list of ref dicts. {_GET_DATA}")
     return refs
+
+
+def _str_keys(value: Any) -> Any:
+    """Dict keys as str at any depth (Python 2 pickles spell them as bytes); values stay as loaded."""
+    if isinstance(value, dict):
+        return {_text(k)[0]: _str_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_str_keys(v) for v in value]
+    return value
+
+
+def _text(value: Any) -> tuple[Any, bool]:
+    """(value with a byte string decoded as UTF-8, whether that failed and latin-1 was used instead)."""
+    if not isinstance(value, bytes):
+        return value, False
+    try:
+        return value.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return value.decode("latin-1"), True
 
 
 def _load_json(path: Path) -> dict:
@@ -131,24 +157,46 @@ def _load_json(path: Path) -> dict:
     return data
 
 
-def _expressions(refs: list[dict], split: str, path: Path) -> list[_Expression]:
-    out = []
+@dataclass
+class LeftOut:
+    """What a split's loading dropped or repaired, counted (RefCOCODataset.left_out) and warned about."""
+
+    empty_sentences: list[int] = field(default_factory=list)  # ref_id of each empty or blank sentence
+    latin1_sentences: list[int] = field(default_factory=list)  # ref_id of each sentence that was not UTF-8
+
+    def warn(self, where: str) -> None:
+        for refs, what in ((self.empty_sentences, "empty or blank sentences left out (the official refer code "
+                                                  "yields them as items)"),
+                           (self.latin1_sentences, "sentences not valid UTF-8, read as latin-1")):
+            if refs:
+                shown = ", ".join(str(r) for r in refs[:5]) + (", ..." if len(refs) > 5 else "")
+                warnings.warn(f"{where}: {len(refs)} {what}; ref_id {shown}", stacklevel=3)
+
+
+def _expressions(refs: list[dict], split: str, path: Path) -> tuple[list[_Expression], LeftOut]:
+    out, left_out = [], LeftOut()
     for ref in refs:
         try:
-            if ref["split"] != split:
+            if _text(ref["split"])[0] != split:
                 continue
             ref_id, ann_id, image_id = ref["ref_id"], ref["ann_id"], ref["image_id"]
             sentences = ref["sentences"]
         except KeyError as err:
             raise UserError(f"malformed ref in {path}: missing key {err}") from None
-        if not sentences:
-            raise UserError(f"ref_id {ref_id} in {path} has no sentences")
+        if not isinstance(sentences, list):
+            raise UserError(f"ref_id {ref_id} in {path} has sentences of type {type(sentences).__name__}, "
+                            "not a list; re-download the file")
         for sent in sentences:
-            text = sent.get("sent") if isinstance(sent, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise UserError(f"ref_id {ref_id} in {path} has an empty or non-text sentence: {sent!r}")
+            text, latin1 = _text(sent.get("sent") if isinstance(sent, dict) else None)
+            if not isinstance(text, str):
+                raise UserError(f"ref_id {ref_id} in {path} has a non-text sentence: {sent!r}; re-download the file")
+            if latin1:
+                left_out.latin1_sentences.append(int(ref_id))
+            if not text.strip():
+                left_out.empty_sentences.append(int(ref_id))
+                continue
             out.append(_Expression(int(ref_id), int(ann_id), int(image_id), text.strip()))
-    return out
+    return out, left_out
 
 
 def _index_instances(instances: dict, expressions: list[_Expression], path: Path) -> tuple[dict, dict]:
@@ -162,21 +210,8 @@ def _index_instances(instances: dict, expressions: list[_Expression], path: Path
             raise UserError(f"ref_id {e.ref_id} points to annotation {e.ann_id}, absent from {path}")
         if e.image_id not in images:
             raise UserError(f"ref_id {e.ref_id} points to image {e.image_id}, absent from {path}")
+    for e in expressions:  # every used segmentation decodes: a malformed one is refused now, not mid-training
+        image = images[e.image_id]
+        hw = (image.get("height"), image.get("width"))
+        check_segmentation(anns[e.ann_id], hw if all(isinstance(v, int) for v in hw) else None, path)
     return anns, images
-
-
-def _ann_to_mask(ann: dict, h: int, w: int) -> np.ndarray:
-    """COCO segmentation (polygons, uncompressed or compressed RLE) -> bool [h, w]."""
-    seg = ann.get("segmentation")
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-    elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, h, w)
-    elif isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):
-        rle = seg
-    else:
-        raise UserError(f"annotation {ann.get('id')} has no usable segmentation (polygons or RLE)")
-    mask = mask_utils.decode(rle).astype(bool)
-    if mask.shape != (h, w):
-        raise UserError(f"annotation {ann.get('id')} is {mask.shape[0]}x{mask.shape[1]}, its image {h}x{w}")
-    return mask

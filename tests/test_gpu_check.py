@@ -1,0 +1,103 @@
+"""The GPU check script: its tiny mode runs every stage through the real CLI on CPU and writes what the GPU run
+will write; its deadline, stage selection and fp16 fallback are checked without running anything heavy."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import gpu_check
+from benchmarks.data.refcoco import RefCOCODataset
+from benchmarks.data.synthetic_refer import COLOURS, write_synthetic_refer
+from benchmarks.suites import PRECISIONS
+
+
+def test_tiny_check_writes_the_profile_document_records_and_summary(tmp_path, monkeypatch, capsys):
+    """Every stage through real CLI subprocesses (bridger alone benched: each process start costs seconds)."""
+    monkeypatch.setattr(gpu_check, "BENCH_METHODS", ("bridger",))
+    assert gpu_check.main(["--tiny", "--out", str(tmp_path)]) == 0
+    document = json.loads((tmp_path / f"{gpu_check.SUITE}-cpu.json").read_text())
+    assert document["suite"] == gpu_check.SUITE and document["environment"]["device_type"] == "cpu"
+    precisions = [p for p in gpu_check.PRECISIONS if p in PRECISIONS]  # fp16 once the suites know it
+    assert len(document["rows"]) == len(precisions)  # one method (bridger), one row per precision profiled
+    for row in document["rows"]:
+        assert (row["method"], row["batch_size"], row["image_size"]) == ("bridger", 4, 64)
+        assert row["throughput"]["train_images_per_s"] > 0 and row["gflops_per_image"] > 0
+        memory = row["memory"]  # measured by two subprocesses at a time
+        assert memory["train_peak_mb"] >= memory["train_baseline_mb"] > 0
+        assert memory["infer_peak_mb"] >= memory["infer_baseline_mb"] > 0
+    summary = json.loads((tmp_path / "gpu-check" / "summary.json").read_text())
+    stages = {s["stage"]: s for s in summary["stages"]}
+    assert list(stages) == ["profile", "data", "bench bridger"]
+    assert all(s["status"] == "ok" for s in stages.values()), stages
+    assert stages["profile"]["precisions"] == precisions
+    if "fp16" not in PRECISIONS:
+        assert "precision must be one of" in stages["profile"]["fp16_skipped"]
+    assert summary["environment"]["device_type"] == "cpu" and summary["tiny"] is True
+    for method in gpu_check.BENCH_METHODS:
+        record = json.loads((tmp_path / "gpu-check" / f"bench-{method}.json").read_text())
+        info = record["run_info"]
+        assert (info["method"], info["suite"], info["status"]) == (method, gpu_check.SUITE, "ok")
+        assert info["config"]["suite"]["dataset"] == "refcoco" and info["config"]["suite"]["pretrained"] is None
+        assert record["train_info"]["steps_done"] == 3 == stages[f"bench {method}"]["steps_done"]
+        assert record["meta_info"]["device"] == summary["environment"]["device"]
+    assert "bench bridger" in capsys.readouterr().out  # the closing table
+
+
+def _fake_stages(monkeypatch, answers):
+    """run_stage replaced: records each argv and answers in turn."""
+    calls = []
+
+    def fake(name, argv, clock, env=None, reserve=0.0):
+        calls.append((name, list(argv), reserve))
+        return {"stage": name, "seconds": 0.0, **answers.pop(0)}
+
+    monkeypatch.setattr(gpu_check, "run_stage", fake)
+    return calls
+
+
+def test_profile_falls_back_to_bf16_when_the_suites_do_not_know_fp16(tmp_path, monkeypatch):
+    refusal = "error: suite 'paper-vitb16': precision must be one of fp32, bf16, got 'fp16'"
+    calls = _fake_stages(monkeypatch, [{"status": "failed", "error": refusal}, {"status": "ok", "error": None}])
+    result = gpu_check.profile_stage(gpu_check.REAL, "paper-vitb16", "cpu", tmp_path, gpu_check.Clock(60), 30.0)
+    assert [argv[argv.index("--sweep-precision") + 1] for _, argv, _ in calls] == ["bf16,fp16", "bf16"]
+    assert all(reserve == 30.0 for *_, reserve in calls)
+    assert result["status"] == "ok" and result["precisions"] == ["bf16"] and result["fp16_skipped"] == refusal
+    argv = calls[0][1]
+    assert argv[argv.index("--batch-size") + 1] == "32" and argv[argv.index("--image-size") + 1] == "416"
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "paper-vitb16-cpu.json")
+
+
+def test_other_profile_failures_are_reported_not_retried(tmp_path, monkeypatch):
+    calls = _fake_stages(monkeypatch, [{"status": "failed", "error": "RuntimeError: CUDA error"}])
+    result = gpu_check.profile_stage(gpu_check.REAL, "paper-vitb16", "cpu", tmp_path, gpu_check.Clock(60), 0.0)
+    assert len(calls) == 1 and result["status"] == "failed" and "document" not in result
+
+
+def test_a_spent_deadline_skips_the_stage():
+    result = gpu_check.run_stage("bench full", ["bench"], gpu_check.Clock(10), reserve=20)
+    assert result["status"] == "skipped" and result["error"] == "no time left"
+
+
+@pytest.mark.parametrize(("argv", "message"), [(["--stages", "bench,train"], "--stages"),
+                                               (["--seconds", "0"], "--seconds")])
+def test_bad_options_are_one_line_exit_2(tmp_path, argv, message, capsys):
+    assert gpu_check.main(["--tiny", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_synthetic_refer_data_loads_with_the_boxes_as_masks(tmp_path):
+    counts = write_synthetic_refer(tmp_path, images=12, height=48, width=64, seed=3)
+    assert set(counts) == {"train", "val", "testA", "testB"} and counts["train"] > counts["val"] > 0
+    for split, n in counts.items():
+        dataset = RefCOCODataset("refcoco", split, tmp_path, 32)
+        assert len(dataset) == n
+    item = RefCOCODataset("refcoco", "train", tmp_path, 32)[0]
+    colour = next(c for c in COLOURS if c in item["text"])
+    mask = item["orig_mask"].numpy()
+    assert item["orig_mask"].shape == (48, 64) and 48 * 64 // 36 <= mask.sum() <= 48 * 64 // 9 + 64
+    rows, cols = np.nonzero(mask)  # the box's pixels are its colour where the later box does not cover them
+    assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # a filled rectangle
+    assert colour in ("red", "green", "blue", "yellow")
