@@ -143,7 +143,7 @@ def _load_weights(clip: nn.Module, path: Path) -> None:
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     state = convert_state_dict(clip, state)
     resize_pos_embed(state, clip)
-    # ETRIS's connect branch is not part of CLIP: it keeps its initialisation (a saved model has it)
+    # ETRIS's connect branch is not part of CLIP: it keeps its fixed initialisation (see etris_attnpool)
     state.update({k: v for k, v in clip.state_dict().items() if ".attnpool.connect." in k and k not in state})
     key = "visual.attnpool.positional_embedding"
     if isinstance(clip.visual, ModifiedResNet) and key in state:
@@ -174,7 +174,9 @@ def etris_attnpool(visual: nn.Module, pretrain_size: int) -> None:
     (plain bicubic) to the feature map at every forward, instead of storing it at the input's grid; and it
     returns ReLU(attention + BatchNorm(Conv1x1(x))), its `connect` branch. The branch is not in CLIP's
     weights: it keeps torch's default initialisation and is frozen with the rest of CLIP (ETRIS trains only
-    the positional embeddings), so only its BatchNorm statistics can change, in train-mode BatchNorm.
+    the positional embeddings), so only its BatchNorm statistics can change, in train-mode BatchNorm. Being
+    in no weights file and never trained, the conv is drawn from a fixed generator: every build (a saved
+    model read back, a resumed run, every process) has the same one.
     """
     from open_clip.modified_resnet import ModifiedResNet
 
@@ -184,8 +186,9 @@ def etris_attnpool(visual: nn.Module, pretrain_size: int) -> None:
     pool = visual.attnpool
     side, width = pretrain_size // 32, pool.positional_embedding.shape[1]
     pool.positional_embedding = nn.Parameter(torch.randn(side * side + 1, width) / width**0.5)  # open_clip's init
-    pool.connect = nn.Sequential(nn.Conv2d(width, visual.output_dim, 1, bias=False),
-                                 nn.BatchNorm2d(visual.output_dim))
+    conv = nn.Conv2d(width, visual.output_dim, 1, bias=False)
+    nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=torch.Generator().manual_seed(0))  # torch's
+    pool.connect = nn.Sequential(conv, nn.BatchNorm2d(visual.output_dim))
 
 
 def _activation_warning(config: BackboneConfig, resolved: tuple[Path, dict] | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import open_clip
 import pytest
 import torch
@@ -423,3 +425,22 @@ def test_etris_attnpool_loads_clip_weights_and_refuses_a_vit(rn50_file) -> None:
     with pytest.raises(ValueError, match="attnpool"):
         BackboneConfig(attnpool="cris")
 
+
+
+def test_etris_connect_branch_is_the_same_in_every_build() -> None:
+    """It is in no weights file and never trains, so a saved model read back must draw the same branch."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    from methods.backbone import etris_attnpool
+
+    built = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        visual = ModifiedResNet(layers=(1, 1, 1, 1), output_dim=32, heads=2, image_size=64, width=8)
+        etris_attnpool(visual, 224)
+        built.append(visual.attnpool)
+    assert torch.equal(built[0].connect[0].weight, built[1].connect[0].weight)
+    assert not torch.equal(built[0].positional_embedding, built[1].positional_embedding)  # CLIP's own: the seed's
+    bound = 1 / math.sqrt(256)  # torch's default conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    weight = built[0].connect[0].weight
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
