@@ -11,11 +11,21 @@ from methods.model import RISModel
 from methods.registry import get_method
 
 
+def backbone_config(suite: Suite) -> BackboneConfig:
+    return BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(), image_size=suite.image_size,
+                          text_len=suite.text_len, quick_gelu=suite.quick_gelu, attnpool=suite.attnpool)
+
+
 def build_base_model(suite: Suite) -> RISModel:
-    """The suite's backbone (frozen) and decoder, before any method."""
-    backbone = BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(),
-                              image_size=suite.image_size, text_len=suite.text_len)
-    return RISModel.build(backbone, suite.decoder_scale)
+    """The suite's backbone (frozen) and decoder, before any method.
+
+    With the suite's `train_batchnorm` CLIP's BatchNorm runs on batch statistics in training whatever the
+    method (no method freezes it again once unfrozen).
+    """
+    model = RISModel.build(backbone_config(suite), suite.decoder_scale, gate=suite.gate)
+    if suite.train_batchnorm:
+        model.backbone.unfreeze_batchnorm()
+    return model
 
 
 def build_model(suite: Suite, method: str, method_config: Any) -> RISModel:

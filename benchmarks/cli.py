@@ -24,22 +24,12 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
-def _key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} expects KEY=VALUE, got '{pair}'")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def resolve_suite(args: argparse.Namespace):
     """The suite with any --budget changes, and whether it is off-budget."""
     from benchmarks.suites import load_suite
 
     suite = load_suite(args.suite)
-    budget = _key_values(args.budget, "--budget")
+    budget = validate.key_values(args.budget, "--budget")
     if budget:
         if not args.allow_budget_override:
             raise UserError(f"--budget changes suite '{suite.name}' ({', '.join(budget)}); "
@@ -63,7 +53,7 @@ def resolve_spec(args: argparse.Namespace):
                             "add --allow-budget-override to run off-budget")
         off_budget = True
     seed = suite.seeds[0] if args.seed is None else args.seed
-    config = method.make_config(_key_values(args.set, "--set"))
+    config = method.make_config(validate.key_values(args.set, "--set"))
     return RunSpec(suite=suite, method=method.name, method_config=config, lr=lr, seed=seed,
                    off_budget=off_budget)
 
@@ -196,7 +186,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                            checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
                            models_root=models_root(args) if args.save_model else None,
                            progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
-                           options=_key_values(args.set, "--set"), jobs=jobs, threads=threads)
+                           options=validate.key_values(args.set, "--set"), jobs=jobs, threads=threads)
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130
@@ -341,6 +331,8 @@ def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flops-only", action="store_true", help="no memory or timing")
     parser.add_argument("--clip-towers", action="store_true",
                         help="bare CLIP image/text encoder GFLOPs, next to open_clip's table")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="method option, for every profiled method that has it (e.g. width=128)")
     parser.add_argument("--json", action="store_true", help="print JSON (and nothing else) to stdout")
     parser.add_argument("--out", help="also write the JSON to this file")
 

@@ -57,7 +57,8 @@ def count_table():
             counts = model.parameter_counts()
             rows.append({"method": name, "backbone": arch, "trainable": counts.trainable,
                          "trainable %": 100 * counts.ratio_trainable, "added": counts.added,
-                         "added % of CLIP": 100 * counts.ratio_added})
+                         "added % of CLIP": 100 * counts.ratio_added,
+                         "added % of image tower at 224 px (paper)": 100 * counts.ratio_paper})
     return pd.DataFrame(rows)
 
 

@@ -401,14 +401,26 @@ def profile_point(suite: Suite, models: list[Profiled], flops: dict[str, dict],
     return rows
 
 
-def profile(suite: Suite, methods: Sequence[str], options: ProfileOptions, *,
-            image_sizes: Sequence[int] = (), batch_sizes: Sequence[int] = (),
-            precisions: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """One row per (image size, batch size, precision, method); the suite's own when none are given. Models
-    and FLOPs are made once per image size: they do not depend on batch size or precision."""
+def method_configs(methods: Sequence[str], settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """Each method's config with the `settings` (`--set`) it has; a setting none of them has is refused."""
     from methods import get_method
 
-    configs = {m: get_method(m).make_config() for m in methods}
+    settings = settings or {}
+    fields = {m: {f.name for f in dataclasses.fields(get_method(m).config_cls)} for m in methods}
+    unused = [k for k in settings if not any(k in names for names in fields.values())]
+    if unused:
+        raise UserError(f"--set {', '.join(unused)}: no profiled method ({', '.join(methods)}) has this option; "
+                        "see bench --list-methods")
+    return {m: get_method(m).make_config({k: v for k, v in settings.items() if k in fields[m]}) for m in methods}
+
+
+def profile(suite: Suite, methods: Sequence[str], options: ProfileOptions, *,
+            image_sizes: Sequence[int] = (), batch_sizes: Sequence[int] = (), precisions: Sequence[str] = (),
+            settings: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per (image size, batch size, precision, method); the suite's own when none are given. Models
+    and FLOPs are made once per image size: they do not depend on batch size or precision. `settings` are
+    method options, each given to every method that has it."""
+    configs = method_configs(methods, settings)
     rows: list[dict[str, Any]] = []
     for size in image_sizes or [suite.image_size]:
         sized = suite.replace({"image_size": size})
@@ -454,6 +466,7 @@ def rows_table(rows: list[dict[str, Any]]):
             "train GFLOPs/step": r["train_gflops_per_step"],
             "params M": p["total"] / 1e6, "trainable M": p["trainable"] / 1e6,
             "trainable %": 100 * p["ratio_trainable"], "added %": 100 * p["ratio_added"],
+            "paper ratio": f"{100 * p['ratio_paper']:.2f}%",  # added / image tower at 224 px, as the paper prints it
         }
         if "memory" in r:
             m = r["memory"]
@@ -534,6 +547,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         methods = args.method or list_methods()
         for name in methods:
             get_method(name)  # unknown names fail before minutes of work
+        settings = validate.key_values(args.set, "--set")
+        method_configs(methods, settings)  # so do options no profiled method has
         options = ProfileOptions(device=str(device), warmup=args.warmup, repeats=args.repeats,
                                  memory=not args.flops_only, throughput=not args.flops_only,
                                  threads=args.threads, memory_jobs=args.memory_jobs)
@@ -542,7 +557,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             suite.replace({"precision": precision})
         rows = profile(suite, methods, options,
                        image_sizes=_int_list(args.sweep_image_size, "--sweep-image-size"),
-                       batch_sizes=_int_list(args.sweep_batch_size, "--sweep-batch-size"), precisions=precisions)
+                       batch_sizes=_int_list(args.sweep_batch_size, "--sweep-batch-size"), precisions=precisions,
+                       settings=settings)
         table = rows_table(rows)
     document = {"flop_convention": CONVENTION, "weights": "random", "suite": suite.name,
                 "environment": describe(device), "rows": rows}

@@ -28,11 +28,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from benchmarks.build import build_model
+from benchmarks.build import backbone_config, build_model
 from benchmarks.checkpoint import trained_weights
 from benchmarks.store import ResultStore, RunSpec
 from benchmarks.suites import Suite
-from methods.backbone import BackboneConfig, pretrained_file
+from methods.backbone import pretrained_file
 from methods.model import RISModel
 from methods.registry import get_method
 from riscore.errors import UserError
@@ -54,11 +54,6 @@ def default_models_root() -> Path:
 def folder_for(root: Path, store: ResultStore, spec: RunSpec) -> Path:
     """The saved model of `spec` under `root`, named like its record: <suite>/<method>/<hash12>-seed<k>/."""
     return Path(root) / store.path_for(spec).relative_to(store.root).with_suffix("")
-
-
-def backbone_config(suite: Suite) -> BackboneConfig:
-    return BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(), image_size=suite.image_size,
-                          text_len=suite.text_len)
 
 
 def backbone_sha256(suite: Suite) -> str | None:
@@ -186,7 +181,8 @@ class SavedModel:
     def check_suite(self, suite: Suite) -> None:
         """Refuse a suite whose model differs from the one this was trained in (backbone, weights, input sizes)."""
         trained = self.spec.suite
-        for key in ("backbone", "pretrained", "image_size", "text_len", "decoder_scale"):
+        for key in ("backbone", "pretrained", "image_size", "text_len", "decoder_scale", "quick_gelu", "attnpool",
+                    "gate"):
             if getattr(suite, key) != getattr(trained, key):
                 raise UserError(f"model {self.folder} was trained with {key} {getattr(trained, key)!r}; suite "
                                 f"'{suite.name}' has {getattr(suite, key)!r}: use a suite on the same backbone")

@@ -30,7 +30,9 @@ def print_summary(record: dict[str, Any]) -> None:
     if params:
         print(f"trainable {params['trainable']:,} / {params['total']:,} params "
               f"({100 * params['ratio_trainable']:.2f}%); added {params['added']:,} "
-              f"({100 * params['ratio_added']:.2f}% of CLIP)")
+              f"({100 * params['ratio_added']:.2f}% of CLIP"
+              + (f", {100 * params['ratio_paper']:.2f}% of its image tower at 224 px" if "ratio_paper" in params
+                 else "") + ")")
     if cost.get("gflops_per_image") is not None:
         print(f"inference {cost['gflops_per_image']:.3f} GFLOPs per image, training "
               f"{cost['train_gflops_per_image']:.3f} GFLOPs per image (2 x multiply-adds)")

@@ -11,7 +11,7 @@ import argparse
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,17 @@ def _creatable(folder: Path, flag: str, of: Path | None = None) -> None:
         raise UserError(f"{flag} {shown}: {existing} is a file, not a folder; give a path under a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {shown}: {existing} is not writable; choose a path you can write to")
+
+
+def key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
+    """`--set`/`--budget` arguments as a dict; a pair without `=` or a key is refused."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects KEY=VALUE, got '{pair}'")
+        out[key.strip()] = value.strip()
+    return out
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import LongTensor, Tensor, nn
 
 from methods.attention import unfuse_attention
+from riscore.choices import ATTNPOOLS
 from riscore.errors import UserError, did_you_mean
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -55,11 +57,17 @@ class BackboneConfig:
     pretrained: str | None = None  # open_clip pretrained tag, or a local .safetensors/.pt/.bin path
     image_size: int = 64
     text_len: int = 16
+    # QuickGELU whatever the weights' source. An open_clip tag sets it itself (openai's tags do), a weights
+    # file cannot say which activation it was trained with: openai weights from a file need True.
+    quick_gelu: bool = False
+    attnpool: str = "clip"  # ResNet head: "clip" (pretrained CLIP's) or "etris" (see etris_attnpool)
 
     def __post_init__(self) -> None:
         check_arch(self.arch)
         if self.pretrained is not None and not (isinstance(self.pretrained, str) and self.pretrained):
             raise ValueError("pretrained must be None, an open_clip tag or a weights file path")
+        if self.attnpool not in ATTNPOOLS:
+            raise ValueError(f"attnpool must be one of {', '.join(ATTNPOOLS)}, got {self.attnpool!r}")
         if self.image_size <= 0:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         if self.text_len < 2:
@@ -74,15 +82,19 @@ class BackboneFeatures:
     sentence: Tensor  # [B, embed_dim]: the EOT word projected by text_projection
 
 
-def resize_grid(pos: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bicubic resize of a square grid of position embeddings [N, C] to [h*w, C]."""
+def resize_grid(pos: Tensor, size: tuple[int, int], antialias: bool = True) -> Tensor:
+    """Bicubic resize of a square grid of position embeddings [N, C] to [h*w, C].
+
+    antialias=True is open_clip's resize of checkpoints; ETRIS's per-forward resize uses plain bicubic (which
+    differs even when upsampling: torch's antialiased kernel is PIL's cubic, a = -0.5, the plain one a = -0.75).
+    """
     side = math.isqrt(pos.shape[0])
     if side * side != pos.shape[0]:
         raise ValueError(f"position embedding of {pos.shape[0]} rows is not a square grid")
     if (side, side) == size:
         return pos
     grid = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=size, mode="bicubic", antialias=True, align_corners=False)
+    grid = F.interpolate(grid, size=size, mode="bicubic", antialias=antialias, align_corners=False)
     return grid.permute(0, 2, 3, 1).reshape(size[0] * size[1], -1)
 
 
@@ -131,6 +143,8 @@ def _load_weights(clip: nn.Module, path: Path) -> None:
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     state = convert_state_dict(clip, state)
     resize_pos_embed(state, clip)
+    # ETRIS's connect branch is not part of CLIP: it keeps its fixed initialisation (see etris_attnpool)
+    state.update({k: v for k, v in clip.state_dict().items() if ".attnpool.connect." in k and k not in state})
     key = "visual.attnpool.positional_embedding"
     if isinstance(clip.visual, ModifiedResNet) and key in state:
         side = math.isqrt(clip.visual.attnpool.positional_embedding.shape[0] - 1)
@@ -153,19 +167,57 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
+def etris_attnpool(visual: nn.Module, pretrain_size: int) -> None:
+    """Make open_clip's ResNet attention pool ETRIS's: ETRIS's own head, not pretrained CLIP's behaviour.
+
+    ETRIS stores the positional grid at CLIP's pretraining resolution (7x7 for 224 px) and resizes it
+    (plain bicubic) to the feature map at every forward, instead of storing it at the input's grid; and it
+    returns ReLU(attention + BatchNorm(Conv1x1(x))), its `connect` branch. The branch is not in CLIP's
+    weights: it keeps torch's default initialisation and is frozen with the rest of CLIP (ETRIS trains only
+    the positional embeddings), so only its BatchNorm statistics can change, in train-mode BatchNorm. Being
+    in no weights file and never trained, the conv is drawn from a fixed generator: every build (a saved
+    model read back, a resumed run, every process) has the same one.
+    """
+    from open_clip.modified_resnet import ModifiedResNet
+
+    if not isinstance(visual, ModifiedResNet):
+        raise UserError(f"attnpool 'etris' is ETRIS's ResNet head; this image tower is {type(visual).__name__}: "
+                        "use attnpool = \"clip\"")
+    pool = visual.attnpool
+    side, width = pretrain_size // 32, pool.positional_embedding.shape[1]
+    pool.positional_embedding = nn.Parameter(torch.randn(side * side + 1, width) / width**0.5)  # open_clip's init
+    conv = nn.Conv2d(width, visual.output_dim, 1, bias=False)
+    nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=torch.Generator().manual_seed(0))  # torch's
+    pool.connect = nn.Sequential(conv, nn.BatchNorm2d(visual.output_dim))
+
+
+def _activation_warning(config: BackboneConfig, resolved: tuple[Path, dict] | None) -> None:
+    """A weights file for an architecture whose openai weights need QuickGELU, built without it: say so."""
+    from open_clip import pretrained as oc_pretrained
+
+    if resolved is None or resolved[1] or config.quick_gelu:
+        return
+    if oc_pretrained.get_pretrained_cfg(config.arch, "openai").get("quick_gelu"):
+        warnings.warn(f"{config.arch} weights from the file {resolved[0]} are run with GELU; if they are "
+                      "openai's, set quick_gelu = true (suite key), as the paper suites do", stacklevel=3)
+
+
 def _build_clip(config: BackboneConfig) -> nn.Module:
     import open_clip
 
     resolved = _checkpoint_path(config)
     tag_cfg = resolved[1] if resolved else {}
+    _activation_warning(config, resolved)
     with _quiet_root_logger():  # open_clip warns "no pretrained weights": we load them ourselves below
         clip = open_clip.create_model(
             config.arch,
             pretrained=None,
             force_image_size=config.image_size,
-            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            force_quick_gelu=config.quick_gelu or bool(tag_cfg.get("quick_gelu", False)),
             force_preprocess_cfg={k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg},
         )
+    if config.attnpool == "etris":
+        etris_attnpool(clip.visual, open_clip.get_model_config(config.arch)["vision_cfg"]["image_size"])
     if resolved:
         _load_weights(clip, resolved[0])
     return clip.float()
@@ -243,6 +295,17 @@ class Backbone(nn.Module):
         """CLIP parameters the segmentation forward uses (the contrastive logit scale/bias are not)."""
         return [p for n, p in self.clip.named_parameters() if not n.startswith("logit_")]
 
+    def image_tower_parameters(self, image_size: int) -> int:
+        """Parameters of CLIP's image tower built for `image_size` px: the positional grid is the only part that
+        depends on the size; ETRIS's connect branch is not CLIP's and not counted."""
+        visual = self.clip.visual
+        if self.kind == "vit":
+            pos, side = visual.positional_embedding, image_size // self.tap_strides[0]
+        else:
+            pos, side = visual.attnpool.positional_embedding, image_size // 32
+        total = sum(p.numel() for n, p in visual.named_parameters() if not n.startswith("attnpool.connect."))
+        return total - pos.numel() + (side * side + 1) * pos.shape[1]
+
     def freeze_batchnorm(self) -> None:
         """Frozen BatchNorm must not update running stats, so it stays in eval mode across train()."""
         self._bn_frozen = True
@@ -312,10 +375,12 @@ class Backbone(nn.Module):
         return self._spatial_attnpool(x)
 
     def _spatial_attnpool(self, x: Tensor) -> Tensor:
-        """CLIP's attention pool queried at every position (CRIS/ETRIS), via its Linears so PET sees them."""
+        """CLIP's attention pool queried at every position (CRIS/ETRIS), via its Linears so PET sees them;
+        in ETRIS mode with its per-forward grid resize and `connect` branch (see etris_attnpool)."""
         pool = self.clip.visual.attnpool
+        etris = self.config.attnpool == "etris"
         b, _, h, w = x.shape
-        pos = resize_grid(pool.positional_embedding[1:], (h, w))
+        pos = resize_grid(pool.positional_embedding[1:], (h, w), antialias=not etris)
         t = x.flatten(2).transpose(1, 2) + pos
         heads = pool.num_heads
 
@@ -325,7 +390,8 @@ class Backbone(nn.Module):
         q, k, v = split(pool.q_proj(t)), split(pool.k_proj(t)), split(pool.v_proj(t))
         out = F.scaled_dot_product_attention(q, k, v)
         out = pool.c_proj(out.transpose(1, 2).reshape(b, h * w, -1))
-        return out.transpose(1, 2).reshape(b, -1, h, w)
+        out = out.transpose(1, 2).reshape(b, -1, h, w)
+        return F.relu(out + pool.connect(x)) if etris else out
 
     def text_head(self, x: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         words = self.clip.ln_final(x)

@@ -53,7 +53,8 @@ class BridgerConfig:
     interactor: str | None = None  # "gate" (ViT's) or "transformer" (ResNet's)
     dropout: float = 0.1  # inside the transformer interactor, as ETRIS; the gate has none
     train_pos_embed: bool = True  # ETRIS trains CLIP's positional embeddings (image, text, attnpool)
-    freeze_bn_stats: bool = True  # False lets CLIP's BatchNorm statistics drift in training, as ETRIS does
+    # False lets CLIP's BatchNorm statistics drift in training, as ETRIS does (suite key train_batchnorm: for all)
+    freeze_bn_stats: bool = True
     mask_padding: bool = False  # ETRIS attends to padded words inside the Bridger; True masks them
 
     def __post_init__(self) -> None:

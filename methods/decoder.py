@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.attention import UnfusedAttention
+from riscore.choices import GATES
 from riscore.errors import UserError
 
 Scale = Literal["paper", "tiny"]
@@ -51,6 +52,7 @@ class DecoderConfig:
     num_heads: int = 8
     dim_ffn: int = 512
     dropout: float = 0.1
+    gate: str = "linear"  # how the sentence gates each level, see HierarchicalAlignment
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "tap_strides"):
@@ -80,6 +82,8 @@ class DecoderConfig:
             raise ValueError(f"DecoderConfig.word_dim must be even (1D sine positions), got {self.word_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"DecoderConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.gate not in GATES:
+            raise ValueError(f"DecoderConfig.gate must be one of {', '.join(GATES)}, got {self.gate!r}")
 
     @classmethod
     def for_backbone(
@@ -89,6 +93,7 @@ class DecoderConfig:
         embed_dim: int,
         scale: Scale = "paper",
         tap_strides: tuple[int, int, int] = (16, 16, 16),
+        gate: str = "linear",
     ) -> DecoderConfig:
         """ETRIS's sizes ("paper") or the reduced ones for the offline backbone ("tiny")."""
         if scale not in _SIZES:
@@ -98,6 +103,7 @@ class DecoderConfig:
             word_dim=text_width,
             state_dim=embed_dim,
             tap_strides=tuple(tap_strides),
+            gate=gate,
             **_SIZES[scale],
         )
 
@@ -149,9 +155,12 @@ class CoordConv(nn.Module):
 class HierarchicalAlignment(nn.Module):
     """Bring the three taps to the middle tap's grid, gate each by the sentence, fuse, add coordinates.
 
-    ETRIS gates with a cross-attention from every pixel to the single sentence token; a softmax over one
-    key is identically 1, so that attention reduces to an affine map of the sentence. We use that map
-    directly (one Linear per level): same function class, without query/key weights that never train.
+    ETRIS gates with a cross-attention from every pixel to the single sentence token (after one Linear
+    shared by the levels); a softmax over one key is identically 1, so that attention reduces to an affine
+    map of the sentence. gate="linear" uses that map directly (one Linear per level): same function class,
+    without query/key weights that never matter. gate="attention" is ETRIS's parameterisation: its q/k
+    cannot change the output and their gradients vanish up to rounding, but the initialisation, Adam's
+    dynamics and the parameter count are ETRIS's.
     """
 
     def __init__(self, config: DecoderConfig) -> None:
@@ -167,7 +176,13 @@ class HierarchicalAlignment(nn.Module):
                 _resample_to_middle(c2, d, self.up, upsample=True),
             ]
         )
-        self.gates = nn.ModuleList([nn.Linear(config.state_dim, d) for _ in range(3)])
+        # gate="linear" keeps the module names earlier saved models have; "attention" has torch's MHA init, as ETRIS
+        self.sentence_proj = nn.Linear(config.state_dim, d) if config.gate == "attention" else None
+        self.gates = nn.ModuleList([
+            nn.Linear(config.state_dim, d) if self.sentence_proj is None
+            else UnfusedAttention.from_mha(nn.MultiheadAttention(d, config.num_heads, batch_first=True))
+            for _ in range(3)
+        ])
         self.aggregate = conv_bn_relu(3 * d, d)
         self.coordconv = nn.Sequential(CoordConv(d, d), conv_bn_relu(d, d, 3, padding=1))
 
@@ -177,11 +192,19 @@ class HierarchicalAlignment(nn.Module):
         got = [tuple(v.shape[-2:]) for v in visual]
         if got != expected or h % self.up or w % self.up:
             raise ValueError(f"tap sizes {got} do not fit DecoderConfig.tap_strides; expected {expected}")
-        levels = [
-            proj(v) * gate(sentence)[:, :, None, None]
-            for proj, gate, v in zip(self.projections, self.gates, visual, strict=True)
-        ]
+        token = None if self.sentence_proj is None else self.sentence_proj(sentence)[:, None]  # [B, 1, d]
+        levels = [self._gated(gate, proj(v), sentence, token)
+                  for proj, gate, v in zip(self.projections, self.gates, visual, strict=True)]
         return self.coordconv(self.aggregate(torch.cat(levels, dim=1)))
+
+    @staticmethod
+    def _gated(gate: nn.Module, level: Tensor, sentence: Tensor, token: Tensor | None) -> Tensor:
+        if token is None:
+            return level * gate(sentence)[:, :, None, None]
+        b, c, h, w = level.shape
+        pixels = level.flatten(2).transpose(1, 2)  # [B, HW, d]: every pixel queries the one sentence token
+        attended = gate(pixels, token, token)[0]
+        return level * attended.transpose(1, 2).reshape(b, c, h, w)
 
 
 class GlobalAlignmentLayer(nn.Module):

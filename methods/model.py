@@ -10,13 +10,17 @@ from torch import Tensor, nn
 from methods.backbone import Backbone, BackboneConfig
 from methods.decoder import DecoderConfig, RISDecoder
 
+PAPER_RATIO_IMAGE_SIZE = 224  # the ETRIS paper's denominators are image towers at CLIP's pretraining size
+
 
 @dataclass(frozen=True)
 class ParameterCounts:
-    """Parameter accounting recorded with every run.
+    """Parameter accounting recorded with every run, each ratio named as what it is.
 
-    `ratio_added` is the ETRIS paper's ratio (parameters the method adds / the whole CLIP);
-    `ratio_trainable` is trainable / total, which also counts the shared decoder.
+    `ratio_paper` is the ETRIS paper's ratio: parameters the method adds / CLIP's image tower at 224 px
+    (`image_tower_224`; the paper divides by the image encoder of the method it compares with: 86.19M for
+    CLIP ViT-B/16). `ratio_added` is added / the whole backbone; `ratio_trainable` is trainable / total,
+    which also counts the shared decoder.
     """
 
     total: int
@@ -24,6 +28,7 @@ class ParameterCounts:
     backbone: int
     decoder: int
     added: int
+    image_tower_224: int
 
     @property
     def ratio_trainable(self) -> float:
@@ -33,8 +38,13 @@ class ParameterCounts:
     def ratio_added(self) -> float:
         return self.added / self.backbone
 
+    @property
+    def ratio_paper(self) -> float:
+        return self.added / self.image_tower_224
+
     def to_dict(self) -> dict[str, float]:
-        return {**self.__dict__, "ratio_trainable": self.ratio_trainable, "ratio_added": self.ratio_added}
+        return {**self.__dict__, "ratio_trainable": self.ratio_trainable, "ratio_added": self.ratio_added,
+                "ratio_paper": self.ratio_paper}
 
 
 class RISModel(nn.Module):
@@ -54,13 +64,14 @@ class RISModel(nn.Module):
         # Sizes, not identities: they survive deepcopy and methods that wrap (rename) base layers.
         self.base_total = sum(p.numel() for p in self.parameters())
         self.backbone_total = sum(p.numel() for p in self.backbone.parameters())
+        self.image_tower_224 = backbone.image_tower_parameters(PAPER_RATIO_IMAGE_SIZE)
 
     @classmethod
-    def build(cls, backbone_config: BackboneConfig, decoder_scale: str) -> RISModel:
+    def build(cls, backbone_config: BackboneConfig, decoder_scale: str, gate: str = "linear") -> RISModel:
         backbone = Backbone(backbone_config)
         decoder_config = DecoderConfig.for_backbone(
             backbone.tap_widths, backbone.text_width, backbone.embed_dim, scale=decoder_scale,
-            tap_strides=backbone.tap_strides,
+            tap_strides=backbone.tap_strides, gate=gate,
         )
         return cls(backbone, RISDecoder(decoder_config))
 
@@ -79,6 +90,7 @@ class RISModel(nn.Module):
             backbone=self.backbone_total,
             decoder=sum(p.numel() for p in self.decoder.parameters()),
             added=total - self.base_total,
+            image_tower_224=self.image_tower_224,
         )
 
     @torch.no_grad()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import open_clip
 import pytest
 import torch
@@ -304,3 +306,141 @@ def test_fp16_safetensors_round_trip(tmp_path, arch: str, saved_size: int, size:
     assert torch.equal(got[pos_key][0], ref[pos_key][0])  # class position kept, grid part resized
     if saved_size == size:
         assert torch.equal(got[pos_key], ref[pos_key])
+
+
+# --- ETRIS switches: activation of file weights, ETRIS's ResNet head ------------------------------------
+
+
+def _features(bb: Backbone, size: int = 64):
+    with torch.no_grad():
+        return bb.encode(images(2, size), bb.tokenize(EXPRS[:2]))
+
+
+@pytest.fixture(scope="module")
+def rn50_file(tmp_path_factory: pytest.TempPathFactory):
+    """Random RN50 weights saved as open_clip saves a 224 px checkpoint (7x7 attnpool grid, fused attention)."""
+    register_model_configs()
+    torch.manual_seed(5)
+    source = open_clip.create_model("RN50")
+    path = tmp_path_factory.mktemp("weights") / "rn50-openai.safetensors"
+    save_file(source.state_dict(), str(path))
+    return path, source.state_dict()
+
+
+def test_openai_weights_from_a_file_build_the_tag_model_with_quick_gelu(rn50_file, monkeypatch) -> None:
+    """The `openai` tag builds with QuickGELU; the same weights from a file need quick_gelu=True to give the same
+    model (open_clip cannot tell a file's activation). Without it they run with GELU, and a warning says so."""
+    path = rn50_file[0]
+    monkeypatch.setattr("open_clip.pretrained.download_pretrained", lambda *a, **k: str(path))  # no network
+    tag = make_backbone("RN50", pretrained="openai")
+    from_file = make_backbone("RN50", pretrained=str(path), quick_gelu=True)
+    with pytest.warns(UserWarning, match="quick_gelu = true"):
+        gelu = make_backbone("RN50", pretrained=str(path))
+
+    def activations(bb: Backbone) -> set[str]:
+        return {type(m).__name__ for m in bb.modules() if type(m).__name__ in ("QuickGELU", "GELU")}
+
+    assert activations(tag) == activations(from_file) == {"QuickGELU"} and activations(gelu) == {"GELU"}
+    assert torch.equal(tag.pixel_mean, from_file.pixel_mean) and torch.equal(tag.pixel_std, from_file.pixel_std)
+    want, got, off = _features(tag), _features(from_file), _features(gelu)
+    for a, b in zip([*want.visual, want.words, want.sentence], [*got.visual, got.words, got.sentence], strict=True):
+        assert torch.equal(a, b)
+    assert not torch.allclose(want.sentence, off.sentence, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def rn50_etris() -> Backbone:
+    return make_backbone("RN50", image_size=64, attnpool="etris")
+
+
+def test_etris_attnpool_parameters(rn50_etris: Backbone, rn50: Backbone) -> None:
+    """ETRIS's head stores the 7x7 grid of 224 px (not the input's) and adds the connect branch; the rest of
+    CLIP is unchanged."""
+    names = {n: tuple(p.shape) for n, p in rn50_etris.clip.visual.attnpool.named_parameters()}
+    plain = {n: tuple(p.shape) for n, p in rn50.clip.visual.attnpool.named_parameters()}
+    assert names.pop("positional_embedding") == (50, 2048) and plain.pop("positional_embedding") == (5, 2048)
+    assert {n: s for n, s in names.items() if n.startswith("connect.")} == {
+        "connect.0.weight": (1024, 2048, 1, 1), "connect.1.weight": (1024,), "connect.1.bias": (1024,)}
+    assert {n: s for n, s in names.items() if not n.startswith("connect.")} == plain
+    assert isinstance(rn50_etris.clip.visual.attnpool.connect[1], nn.BatchNorm2d)
+    assert rn50_etris.image_tower_parameters(224) == rn50.image_tower_parameters(224)  # connect is not CLIP's
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_etris_attnpool_hand_computed(rn50_etris: Backbone, train: bool) -> None:
+    """ReLU(attention with the 7x7 grid resized to the map (plain bicubic) + BN(conv1x1(x))), with BatchNorm
+    on running statistics in eval and on the batch's in train mode."""
+    pool = rn50_etris.clip.visual.attnpool
+    x = torch.randn(3, 2048, 3, 2, generator=torch.Generator().manual_seed(2))  # any map size: resized per call
+    bn = pool.connect[1]
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.1, 0.1)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    grid = pool.positional_embedding[1:].reshape(1, 7, 7, -1).permute(0, 3, 1, 2)
+    pos = F.interpolate(grid, size=(3, 2), mode="bicubic", align_corners=False).flatten(2)  # [1, C, 6]
+    seq = (x.flatten(2) + pos).permute(2, 0, 1).detach()
+    attn, _ = F.multi_head_attention_forward(
+        seq, seq, seq, 2048, pool.num_heads, None,
+        torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]), None, None, False, 0.0,
+        pool.c_proj.weight, pool.c_proj.bias, training=False, need_weights=False, use_separate_proj_weight=True,
+        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight)
+    conv = torch.einsum("oc,bchw->bohw", pool.connect[0].weight[:, :, 0, 0], x)
+    if train:
+        mean, var = conv.mean(dim=(0, 2, 3), keepdim=True), conv.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    else:
+        mean, var = bn.running_mean.view(1, -1, 1, 1), bn.running_var.view(1, -1, 1, 1)
+    branch = (conv - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+    expected = torch.relu(attn.permute(1, 2, 0).reshape(3, -1, 3, 2) + branch)
+    rn50_etris.train(train)
+    try:
+        with torch.no_grad():
+            got = rn50_etris.image_head(x)
+    finally:
+        rn50_etris.eval()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert (got == 0).any() and (got > 0).any()  # the ReLU acts
+
+
+def test_etris_grid_trains_through_the_per_forward_resize(rn50_etris: Backbone) -> None:
+    pos = rn50_etris.clip.visual.attnpool.positional_embedding
+    pos.requires_grad_(True)
+    try:
+        rn50_etris.image_head(torch.randn(1, 2048, 2, 2)).sum().backward()
+        assert pos.grad is not None and pos.grad[1:].abs().sum() > 0 and not pos.grad[0].any()  # class row unused
+    finally:
+        pos.requires_grad_(False)
+        pos.grad = None
+
+
+def test_etris_attnpool_loads_clip_weights_and_refuses_a_vit(rn50_file) -> None:
+    path, ref = rn50_file  # a checkpoint without the connect branch
+    bb = make_backbone("RN50", image_size=96, pretrained=str(path), attnpool="etris", quick_gelu=True)
+    got = bb.clip.state_dict()
+    assert torch.equal(got["visual.attnpool.positional_embedding"], ref["visual.attnpool.positional_embedding"])
+    assert torch.equal(got["visual.layer4.0.conv1.weight"], ref["visual.layer4.0.conv1.weight"])
+    with pytest.raises(UserError, match="attnpool"):
+        make_backbone(TINY, attnpool="etris")
+    with pytest.raises(ValueError, match="attnpool"):
+        BackboneConfig(attnpool="cris")
+
+
+
+def test_etris_connect_branch_is_the_same_in_every_build() -> None:
+    """It is in no weights file and never trains, so a saved model read back must draw the same branch."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    from methods.backbone import etris_attnpool
+
+    built = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        visual = ModifiedResNet(layers=(1, 1, 1, 1), output_dim=32, heads=2, image_size=64, width=8)
+        etris_attnpool(visual, 224)
+        built.append(visual.attnpool)
+    assert torch.equal(built[0].connect[0].weight, built[1].connect[0].weight)
+    assert not torch.equal(built[0].positional_embedding, built[1].positional_embedding)  # CLIP's own: the seed's
+    bound = 1 / math.sqrt(256)  # torch's default conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    weight = built[0].connect[0].weight
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound

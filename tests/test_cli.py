@@ -123,6 +123,7 @@ def test_list_methods_counts_every_method_on_both_backbones(capsys, monkeypatch)
     monkeypatch.setattr(listing, "LISTED_BACKBONES", (("risbench-tiny-vit", 64, 16, "tiny"),))
     assert main(["bench", "--list-methods", "--counts"]) == 0
     out = capsys.readouterr().out
+    assert "added % of image tower at 224 px (paper)" in out.splitlines()[0]
     rows = [line.split() for line in out.splitlines()[1:]]
     assert sorted(r[0] for r in rows) == list_methods()
     frozen = next(r for r in rows if r[0] == "frozen")

@@ -14,9 +14,9 @@ from riscore.errors import UserError
 SMALL = {"word_dim": 16, "state_dim": 12, "vis_dim": 32, "num_layers": 2, "num_heads": 4, "dim_ffn": 48}
 
 
-def small_decoder(in_channels=(24, 20, 16), tap_strides=(16, 16, 16), dropout=0.0) -> RISDecoder:
+def small_decoder(in_channels=(24, 20, 16), tap_strides=(16, 16, 16), dropout=0.0, gate="linear") -> RISDecoder:
     torch.manual_seed(0)
-    config = DecoderConfig(in_channels=in_channels, tap_strides=tap_strides, dropout=dropout, **SMALL)
+    config = DecoderConfig(in_channels=in_channels, tap_strides=tap_strides, dropout=dropout, gate=gate, **SMALL)
     return RISDecoder(config).eval()
 
 
@@ -147,7 +147,7 @@ def expected_parameters(cfg: DecoderConfig) -> int:
     down, up = s1 // s0, s2 // s1
     hierarchical = (
         c0 * d * down**2 + c1 * d + c2 * d * up**2 + 3 * 2 * d  # tap projections + BN
-        + 3 * (s * d + d)  # sentence gates
+        + (3 * (s * d + d) if cfg.gate == "linear" else s * d + d + 3 * 4 * (d * d + d))  # sentence gates
         + 3 * d * d + 2 * d  # aggregation 1x1
         + (d + 2) * d * 9 + 2 * d + d * d * 9 + 2 * d  # CoordConv 3x3 + 3x3
     )  # fmt: skip
@@ -170,8 +170,9 @@ def expected_parameters(cfg: DecoderConfig) -> int:
         ((128, 128, 128), 96, 128, (8, 8, 8), "tiny"),  # the offline tiny ViT
     ],
 )
-def test_parameter_count_matches_the_derived_formula(widths, text, embed, strides, scale):
-    cfg = DecoderConfig.for_backbone(widths, text, embed, scale=scale, tap_strides=strides)
+@pytest.mark.parametrize("gate", ["linear", "attention"])
+def test_parameter_count_matches_the_derived_formula(widths, text, embed, strides, scale, gate):
+    cfg = DecoderConfig.for_backbone(widths, text, embed, scale=scale, tap_strides=strides, gate=gate)
     decoder = RISDecoder(cfg)
     total = sum(p.numel() for p in decoder.parameters())
     assert total == expected_parameters(cfg)
@@ -200,6 +201,7 @@ def test_unknown_scale_is_a_user_error():
         ({"tap_strides": (16, 8, 32)}, "tap_strides"),
         ({"dropout": 1.0}, "dropout"),
         ({"num_layers": 0}, "num_layers"),
+        ({"gate": "mlp"}, "gate"),
     ],
 )
 def test_invalid_config_names_the_field(change, field):
@@ -212,3 +214,34 @@ def test_attention_layers_are_unfused():
     # FLOP counters and peft see explicit q/k/v/out Linears; nn.MultiheadAttention hides them.
     decoder = small_decoder()
     assert not any(isinstance(m, nn.MultiheadAttention) for m in decoder.modules())
+
+
+def test_attention_gate_is_the_affine_map_of_the_sentence_and_its_query_key_never_matter():
+    """ETRIS's neck gate: every pixel attends to the one (projected) sentence token, so the softmax is 1 and the
+    gate is out_proj(v_proj(token)) at every pixel, whatever q/k; their gradients vanish up to rounding."""
+    decoder = small_decoder(tap_strides=(8, 16, 32), gate="attention")
+    visual, words, pad_mask, sentence = inputs(decoder, (8, 4, 2))
+    hier = decoder.hierarchical
+    token = hier.sentence_proj(sentence)
+    level = hier.projections[1](visual[1])
+    with torch.no_grad():
+        for gate in hier.gates:
+            affine = gate.out_proj(gate.v_proj(token))[:, :, None, None]
+            torch.testing.assert_close(hier._gated(gate, level, sentence, token[:, None]), level * affine,
+                                       atol=1e-6, rtol=1e-5)
+        before = decoder(visual, words, pad_mask, sentence)
+        for gate in hier.gates:
+            gate.q_proj.weight.normal_()
+            gate.k_proj.bias.normal_()
+        torch.testing.assert_close(decoder(visual, words, pad_mask, sentence), before, atol=1e-5, rtol=1e-5)
+    decoder.train()
+    segmentation_loss(decoder(visual, words, pad_mask, sentence), (torch.rand(2, 64, 64) > 0.5).float()).backward()
+    grads = {n: p.grad.abs().max().item() for n, p in decoder.named_parameters() if ".gates." in n}
+    query_key = [g for n, g in grads.items() if "q_proj" in n or "k_proj" in n]
+    others = [g for n, g in grads.items() if "v_proj" in n or "out_proj" in n]
+    assert len(query_key) == len(others) == 12 and max(query_key) < 1e-6 * min(others)
+
+
+def test_linear_gate_keeps_the_module_names_of_earlier_saved_models():
+    names = {n for n in small_decoder().state_dict() if n.startswith("hierarchical.gates")}
+    assert names == {f"hierarchical.gates.{i}.{kind}" for i in range(3) for kind in ("weight", "bias")}

@@ -125,3 +125,19 @@ def test_precision_sweep_gives_a_row_per_precision(suite):
     rows = profile(suite, ["frozen"], ProfileOptions(warmup=1, repeats=1, memory=False), precisions=["fp32", "bf16"])
     assert [(r["method"], r["precision"]) for r in rows] == [("frozen", "fp32"), ("frozen", "fp32")]
     assert rows[0]["gflops_per_image"] == rows[1]["gflops_per_image"]
+
+
+def test_cli_set_gives_each_method_its_options_and_prints_the_paper_ratio(capsys):
+    """`--set width=...` reaches the Bridger only (lora has no width); the paper's ratio (added / image tower at
+    224 px) is printed as the paper prints it (paper-vitb16 with width=128 gives 1.61%: tests/test_etris_model.py)."""
+    argv = ["--method", "bridger", "--method", "lora", "--image-size", "32", "--text-len", "8", "--flops-only"]
+    code, stdout = run_cli([*argv, "--set", "width=8", "--json"], capsys)
+    rows = {r["method"]: r for r in json.loads(stdout)["rows"]}
+    bridger = rows["bridger"]["params"]
+    assert code == 0 and bridger["added"] < 20_000  # width 8, not the default 64
+    assert bridger["ratio_paper"] == bridger["added"] / bridger["image_tower_224"]
+    assert rows["lora"]["params"]["added"] > 0
+    code, stdout = run_cli([*argv[:2], *argv[4:], "--set", "width=8"], capsys)
+    assert code == 0 and "paper ratio" in stdout and f"{100 * bridger['ratio_paper']:.2f}%" in stdout
+    with pytest.raises(UserError, match="--set rank: no profiled method"):
+        run_cli(["--method", "bridger", "--flops-only", "--set", "rank=4"], capsys)

@@ -116,6 +116,9 @@ def test_a_model_for_other_backbone_weights_is_refused(tmp_path, frozen_run):
     other = load_suite("smoke").replace({"backbone": "ViT-B-16", "pretrained": "none"})
     with pytest.raises(UserError, match="trained with backbone 'risbench-tiny-vit'"):
         SavedModel.open(folder).check_suite(other)
+    for key, value in (("quick_gelu", "true"), ("gate", "attention")):  # same weights, another model
+        with pytest.raises(UserError, match=f"trained with {key}"):
+            SavedModel.open(folder).check_suite(load_suite("smoke").replace({key: value}))
 
 
 @pytest.mark.parametrize("damage,message", [

@@ -23,6 +23,9 @@ def test_paper_suites_carry_the_etris_settings():
         suite = load_suite(name)
         assert (suite.backbone, suite.image_size, suite.text_len, suite.batch_size) == (arch, 416, 17, 32)
         assert (suite.optimizer, suite.lr, suite.weight_decay, suite.lr_drop_at) == ("adam", 1e-4, 0.0, 0.7)
+        resnet = arch.startswith("RN")  # ETRIS's model: its activation, neck gate, ResNet head and BatchNorm
+        assert (suite.quick_gelu, suite.gate) == (True, "attention")
+        assert (suite.attnpool, suite.train_batchnorm) == (("etris", True) if resnet else ("clip", False))
 
 
 def test_unknown_suite_lists_known_ones():

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.report import anytime, headline, plots, qualitative
-from benchmarks.report.markdown import Column, table
+from benchmarks.report.markdown import Column, paper_ratio_column, table
 from benchmarks.report.runs import (
     COST_COLUMNS,
     SPLIT_METRICS,
@@ -135,6 +135,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
             Column("trainable", "trainable params", digits=0, best="min", thousands=True),
             Column("ratio_trainable", "trainable / total (%)", digits=2, scale=100, best="min"),
             Column("ratio_added", "added / CLIP (%)", digits=2, scale=100),
+            *paper_ratio_column(rows),
             Column("gflops_per_image", "inference GFLOPs / image", digits=3, best="min"),
             Column("train_gflops_per_image", "training GFLOPs / image", digits=3, best="min"),
             Column("peak_memory_train_mb", "peak train memory (MB)", digits=0, best="min", with_std=True),

@@ -87,3 +87,11 @@ def _rounded(value: Any, column: Column) -> float | None:
     if isinstance(value, str) or _missing(value):
         return None
     return round(float(value) * column.scale, column.digits)
+
+
+def paper_ratio_column(frame: pd.DataFrame, scale: float = 100.0) -> list[Column]:
+    """The ETRIS paper's parameter ratio (added / CLIP image tower at 224 px) where some row has it: records made
+    before it was recorded lack it, and a column of dashes would say only that."""
+    if "ratio_paper" not in frame or not frame["ratio_paper"].notna().any():
+        return []
+    return [Column("ratio_paper", "added / image tower at 224 px (%, the paper's ratio)", digits=2, scale=scale)]

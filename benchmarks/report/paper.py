@@ -7,11 +7,12 @@ not measured says "not run" rather than being left out.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
 
-from benchmarks.report.markdown import Column, table
+from benchmarks.report.markdown import Column, paper_ratio_column, table
 from benchmarks.report.runs import aggregate, current_budget, leaderboard_runs
 
 NOT_RUN = "not run"
@@ -99,6 +100,7 @@ def efficiency_table(profiles: list[dict]) -> str | None:
                 "suite": document["suite"], "method": row["method"], "backbone": row["backbone"],
                 "batch": row["batch_size"], "trainable": row["params"]["trainable"] / 1e6,
                 "added": row["params"]["added"] / 1e6, "ratio_added": 100 * row["params"]["ratio_added"],
+                "ratio_paper": 100 * row["params"].get("ratio_paper", math.nan),
                 "gflops": row["gflops_per_image"], "train_gflops": row["train_gflops_per_image"],
                 "memory": memory.get("train_peak_mb", NOT_RUN), "speed": speed.get("train_images_per_s", NOT_RUN),
                 "device": row.get("device", "?"),
@@ -110,6 +112,7 @@ def efficiency_table(profiles: list[dict]) -> str | None:
     columns = [Column("suite", "suite", left=True), Column("method", "method", left=True),
                Column("trainable", "trainable (M)", 3),
                Column("added", "added (M)", 3), Column("ratio_added", "added / CLIP (%)", 2),
+               *paper_ratio_column(frame, scale=1),
                Column("gflops", "inference GFLOPs / image", 1), Column("train_gflops", "training GFLOPs / image", 1),
                Column("batch", "batch", 0), Column("memory", "peak train memory (MB)", 0),
                Column("speed", "train images / s", 1), Column("device", "device", left=True)]

@@ -26,7 +26,7 @@ from benchmarks.sweep import pick_lr
 from methods import get_method, list_methods
 
 SPLIT_METRICS = ("mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
-COST_COLUMNS = ("trainable", "total", "ratio_trainable", "added", "ratio_added", "gflops_per_image",
+COST_COLUMNS = ("trainable", "total", "ratio_trainable", "added", "ratio_added", "ratio_paper", "gflops_per_image",
                 "train_gflops_per_image", "peak_memory_train_mb", "train_seconds", "images_per_second")
 
 
@@ -87,7 +87,8 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "anytime_split": train.get("anytime_split"),
     }
     params = cost.get("params") or {}
-    row.update({k: params.get(k) for k in ("trainable", "total", "ratio_trainable", "added", "ratio_added")})
+    row.update({k: params.get(k) for k in ("trainable", "total", "ratio_trainable", "added", "ratio_added",
+                                           "ratio_paper")})
     row.update({k: cost.get(k) for k in ("gflops_per_image", "train_gflops_per_image", "peak_memory_train_mb")})
     row.update({k: train.get(k) for k in ("train_seconds", "images_per_second")})
     for split, metrics in record["results"].items():

@@ -11,13 +11,23 @@ from typing import Any
 
 from benchmarks import validate
 from benchmarks.data import build_dataset, check_dataset, check_dataset_name, check_split
+from riscore.choices import ATTNPOOLS, GATES
 from riscore.coerce import coerce, conform, field_types
 from riscore.errors import UserError, did_you_mean
 
 # Keys added after records were first committed, with the value every earlier run had in effect. They only
 # watch a run (evaluation during training on its own random stream, a memory cap that no earlier run hit),
 # so at these values they leave a run's identity alone: earlier records stay the same runs.
-ADDED_KEY_DEFAULTS: dict[str, Any] = {"eval_every": 0, "anytime_limit": 200, "memory_cap_gb": 0.0}
+ADDED_KEY_DEFAULTS: dict[str, Any] = {
+    "eval_every": 0,
+    "anytime_limit": 200,
+    "memory_cap_gb": 0.0,
+    # ETRIS model switches (#15): at these values the model is the one every earlier run built
+    "quick_gelu": False,
+    "attnpool": "clip",
+    "train_batchnorm": False,
+    "gate": "linear",
+}
 
 SUITE_DIR = Path(__file__).parent
 REPO_ROOT = SUITE_DIR.parent.parent
@@ -49,6 +59,10 @@ class Suite:
     image_size: int = 64
     text_len: int = 16
     decoder_scale: str = "tiny"
+    quick_gelu: bool = False  # QuickGELU whatever the weights' source (openai weights from a file need it)
+    attnpool: str = "clip"  # ResNet head: "clip" or "etris" (ETRIS's connect branch, per-forward grid resize)
+    train_batchnorm: bool = False  # CLIP's BatchNorm on batch statistics in training for every method (ETRIS)
+    gate: str = "linear"  # decoder neck gate: "linear" or "attention" (ETRIS's one-token cross-attention)
     # optimisation
     batch_size: int = 32
     steps: int = 100
@@ -102,7 +116,8 @@ class Suite:
         for i, value in enumerate(self.seeds):
             validate.seed(value, f"suite '{self.name}': seeds[{i}]")
         for key, allowed in (("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
-                             ("schedule", SCHEDULES), ("decoder_scale", ("tiny", "paper"))):
+                             ("schedule", SCHEDULES), ("decoder_scale", ("tiny", "paper")),
+                             ("attnpool", ATTNPOOLS), ("gate", GATES)):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if not self.eval_splits or not self.seeds or not self.lr_grid:
