@@ -25,11 +25,14 @@ from tqdm import tqdm
 from benchmarks import distributed, environment, interrupts, memory_cap
 from benchmarks.build import build_model
 from benchmarks.checkpoint import Checkpointer
-from benchmarks.data import build_dataset, collate
+from benchmarks.data import build_dataset
+from benchmarks.data.targets import training_collate
 from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
 from benchmarks.profile import profile_run
+from benchmarks.sampling import StepBatches, epoch_order
 from benchmarks.saved_model import save_model
-from benchmarks.step import Diverged, autocast_dtype, lr_factor, make_optimizer, training_step
+from benchmarks.selection import Selection, selection_set
+from benchmarks.step import Diverged, Precision, lr_factor, make_optimizer, training_step
 from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
 from benchmarks.suites import Suite
 from methods.model import RISModel
@@ -49,36 +52,6 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_process_peak_rss"
 
 
-class StepBatches(torch.utils.data.Sampler):
-    """Batches of dataset indices from global step `start` on: epoch e is a permutation seeded by
-    (seed, e), so the batch of any step is known without replaying the ones before (exact resume).
-
-    With `world` processes, process `rank` takes the rank-th contiguous part of every (global) batch: the
-    parts together are exactly the single-process batch.
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
-        if size < batch_size:
-            raise ValueError(f"the training split has {size} items, fewer than one batch of {batch_size}")
-        if not 0 <= rank < world or batch_size % world:
-            raise ValueError(f"rank {rank} of {world} processes cannot take an equal part of batch {batch_size}")
-        self.size, self.batch_size, self.seed, self.start, self.stop = size, batch_size, seed, start, stop
-        self.per_epoch = size // batch_size
-        local = batch_size // world
-        self.part = slice(rank * local, (rank + 1) * local)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            epoch, position = divmod(step, self.per_epoch)
-            if step == self.start or position == 0:
-                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
-                    self.seed * 1_000_003 + epoch))
-            yield order[position * self.batch_size:(position + 1) * self.batch_size][self.part].tolist()
-
-
 @dataclass
 class Progress:
     """Where a run's training stands: what a checkpoint saves and what the record reports, also after a fault."""
@@ -90,11 +63,13 @@ class Progress:
     anytime: list[dict[str, float]] = field(default_factory=list)  # evaluations during training (anytime curve)
     started: float | None = None  # perf_counter() when this process started (or resumed) training
     stopped: float | None = None
-    evaluating: float = 0.0  # seconds since `started` spent on anytime evaluations: not training time
+    evaluating: float = 0.0  # seconds since `started` spent on evaluations (anytime, selection): not training time
+    selection: Selection = field(default_factory=Selection)  # checkpoint selection (benchmarks/selection.py)
 
     @classmethod
     def resumed_from(cls, state: dict[str, Any]) -> Progress:
-        return cls(state["step"], state["curve"], state["window"], state["train_seconds"], state["anytime"])
+        return cls(state["step"], state["curve"], state["window"], state["train_seconds"], state["anytime"],
+                   selection=Selection.from_state(state["selection"]))
 
     def seconds(self) -> float:
         if self.started is None:
@@ -103,7 +78,7 @@ class Progress:
 
     def state(self) -> dict[str, Any]:
         return {"step": self.step, "curve": self.curve, "window": self.window, "train_seconds": self.seconds(),
-                "anytime": self.anytime}
+                "anytime": self.anytime, "selection": self.selection.state()}
 
     def log(self, loss: float, suite: Suite, lr: float) -> bool:
         """Count one step; True when it closes a curve point."""
@@ -126,18 +101,19 @@ class Progress:
 
 def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, progress: Progress, *, device: torch.device,
-          amp: torch.dtype | None, show: bool, checkpoints: Checkpointer | None, checkpoint_every: int,
-          workers: int) -> None:
+          precision: Precision, scaler: torch.amp.GradScaler, show: bool, checkpoints: Checkpointer | None,
+          checkpoint_every: int, workers: int) -> None:
     """The training loop from `progress.step` to the suite's last step (`net`: `model` or its DDP wrapper)."""
     suite = spec.suite
     train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
-    sampler = StepBatches(len(train_set), suite.batch_size, spec.seed, progress.step, suite.steps,
-                          distributed.rank(), distributed.world_size())
+    sampler = StepBatches(epoch_order(suite.sampling, train_set), suite.batch_size, spec.seed, progress.step,
+                          suite.steps, distributed.rank(), distributed.world_size())
     # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which would
     # shift the dropout stream of a resumed run by one draw.
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                        generator=torch.Generator().manual_seed(spec.seed))
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=training_collate(suite.target),
+                        num_workers=workers, generator=torch.Generator().manual_seed(spec.seed))
     anytime_set = anytime_subset(suite)
+    select_set = selection_set(suite) if suite.select_every else None
     net.train()
     progress.started = time.perf_counter()
     bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
@@ -147,7 +123,7 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
             images = batch["image"].to(device, non_blocking=True)
             masks = batch["mask"].to(device, non_blocking=True)
             tokens = model.backbone.tokenize(batch["text"]).to(device)
-            loss = training_step(net, suite, optimizer, images, tokens, masks, amp)
+            loss = training_step(net, suite, optimizer, images, tokens, masks, precision.train, scaler)
             scheduler.step()
             closed_point = progress.log(loss, suite, optimizer.param_groups[0]["lr"])
         if closed_point:
@@ -155,10 +131,17 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
         if progress.anytime_due(suite):
             started = time.perf_counter()
             scored = evaluate(model, anytime_set, batch_size=suite.batch_size, threshold=suite.threshold,
-                              device=device, autocast_dtype=amp)
+                              device=device, autocast_dtype=precision.eval)
             progress.add_anytime(scored["mIoU"], suite, time.perf_counter() - started)
+        if select_set is not None and Selection.due(progress.step, suite):
+            started = time.perf_counter()
+            scored = evaluate(model, select_set, batch_size=suite.batch_size, threshold=suite.threshold,
+                              device=device, autocast_dtype=precision.eval)
+            seconds = time.perf_counter() - started
+            progress.evaluating += seconds
+            progress.selection.consider(progress.step, scored["mIoU"], model, seconds, len(select_set))
         if checkpoints and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < suite.steps:
-            checkpoints.save(progress.step, model, optimizer, scheduler, progress.state())
+            checkpoints.save(progress.step, model, optimizer, scheduler, progress.state(), scaler)
     progress.stopped = time.perf_counter()
     bar.close()
 
@@ -228,7 +211,9 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         capped = memory_cap.apply(suite, device)
-        amp = autocast_dtype(suite, device)
+        precision = Precision.of(suite, device)
+        scaler = precision.scaler(device)
+        selected = None
         done = Progress()
         model = optimizer = scheduler = None
         try:
@@ -240,15 +225,18 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
             net = distributed.wrap(model, device)
             optimizer = make_optimizer(suite, model.trainable_parameters(), spec.lr)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(suite, s))
-            resumed = checkpoints.load(model, optimizer, scheduler, device) if checkpoints else None
+            resumed = checkpoints.load(model, optimizer, scheduler, device, scaler) if checkpoints else None
             if resumed:
                 done = Progress.resumed_from(resumed)
                 if main:
                     print(f"resuming {spec.method} seed {spec.seed} from step {done.step}", file=sys.stderr)
-            train(model, net, spec, optimizer, scheduler, done, device=device, amp=amp, show=progress and main,
-                  checkpoints=checkpoints if main else None, checkpoint_every=checkpoint_every, workers=workers)
+            train(model, net, spec, optimizer, scheduler, done, device=device, precision=precision, scaler=scaler,
+                  show=progress and main, checkpoints=checkpoints if main else None,
+                  checkpoint_every=checkpoint_every, workers=workers)
             train_peak = peak_memory_mb(device)
-            results, baselines = evaluate_splits(model, suite, device, amp)
+            results, baselines = evaluate_splits(model, suite, device, precision.eval)
+            selected = done.selection.record(suite, model, done.step, results,
+                                             lambda: evaluate_splits(model, suite, device, precision.eval)[0])
             # In the try: an interrupt while counting is recorded (and checkpointed) like one during training
             flops = count_flops(spec) if main else {}
         except Diverged as exc:
@@ -258,7 +246,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         except KeyboardInterrupt:
             status, error = "interrupted", f"interrupted at step {done.step}"
             if main and checkpoints and model is not None and optimizer is not None and done.step:
-                checkpoints.save(done.step, model, optimizer, scheduler, done.state())
+                checkpoints.save(done.step, model, optimizer, scheduler, done.state(), scaler)
         except UserError:  # bad input (a corrupt file, an unreadable image): not a result; the CLI says so, exit 2
             raise
         except Exception as exc:  # recorded, never lost: a sweep goes on past a failed run
@@ -275,7 +263,8 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                 "memory_kind": train_peak[1],
                 **memory_cap.report(suite, capped, train_peak[0]),
                 **(flops if status == "ok" else {})}
-        record = make_record(spec, status, error, started_at, done, results, baselines, cost, device)
+        record = make_record(spec, status, error, started_at, done, results, baselines, cost, device, precision,
+                             selected if status == "ok" else None)
         if main and model_dir is not None and status == "ok":
             save_model(model_dir, model, spec, record)
         if main:
@@ -290,9 +279,10 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
 
 def make_record(spec: RunSpec, status: str, error: str | None, started_at: str, done: Progress,
                 results: dict[str, Any], baselines: dict[str, Any], cost: dict[str, Any],
-                device: torch.device) -> dict[str, Any]:
-    """The run record (schema: run_info / train_info / results / baselines / cost / meta_info), exactly as
-    the JSON file will hold it."""
+                device: torch.device, precision: Precision, selected: dict[str, Any] | None) -> dict[str, Any]:
+    """The run record (schema: run_info / train_info / results / selection / baselines / cost / meta_info),
+    exactly as the JSON file will hold it. `results` are the last step's; `selection` (None when the suite does
+    not select) adds the selected weights' (benchmarks/selection.py)."""
     suite, seconds = spec.suite, done.seconds()
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -316,11 +306,12 @@ def make_record(spec: RunSpec, status: str, error: str | None, started_at: str, 
             "train_seconds": seconds,
             "images_per_second": done.step * suite.batch_size / seconds if seconds else None,
             "final_loss": done.curve[-1]["loss"] if done.curve else None,
-            "precision": "bf16" if autocast_dtype(suite, device) is not None else "fp32",
+            **precision.describe(),  # what ran, not what the suite asked for (CPU: fp32)
             "curve": done.curve,
             **anytime_record(suite, done, cost.get("train_gflops_per_image")),
         },
         "results": results,
+        "selection": selected,
         "baselines": baselines,
         "cost": cost,
         "meta_info": environment.describe(device),
