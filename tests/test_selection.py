@@ -34,10 +34,10 @@ def test_a_suite_refuses_to_select_on_a_test_or_training_split(split, why):
         load_suite("smoke").replace({"select_split": split})
 
 
-def test_an_unknown_selection_split_is_refused_once_selection_is_on():
-    load_suite("smoke").replace({"select_split": "vall"})  # off: the key is unused
+@pytest.mark.parametrize("select_every", [0, 1])
+def test_an_unknown_selection_split_is_refused(select_every):
     with pytest.raises(UserError, match="select_split: shapes has no split 'vall' .did you mean val"):
-        load_suite("smoke").replace({"select_every": 1, "select_split": "vall"})
+        load_suite("smoke").replace({"select_every": select_every, "select_split": "vall"})
 
 
 def test_the_selection_set_is_the_first_sentence_of_each_referent(tmp_path, monkeypatch):

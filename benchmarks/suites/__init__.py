@@ -131,8 +131,7 @@ class Suite:
             raise bad("select_split", f"{self.select_split!r} is a {kind} split: weights picked on it would be "
                       "scored on what picked them; select on a validation split such as 'val'")
         checks = [("dataset", functools.partial(check_dataset_name, self.dataset))]
-        selecting = ("select_split",) if self.select_every else ()  # unused (and unchecked) when off
-        for key in ("train_split", "eval_splits", "lr_search_split", *selecting):
+        for key in ("train_split", "eval_splits", "lr_search_split", "select_split"):
             value = getattr(self, key)
             checks += [(key, functools.partial(check_split, self.dataset, split, self.dataset_options))
                        for split in (value if isinstance(value, tuple) else (value,))]
