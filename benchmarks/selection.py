@@ -52,6 +52,9 @@ class Selection:
     def due(step: int, suite: Suite) -> bool:
         return bool(suite.select_every) and (step % suite.select_every == 0 or step == suite.steps)
 
+    def holds(self, step: int) -> bool:
+        return any(p["step"] == step for p in self.history)
+
     def consider(self, step: int, miou: float, model: torch.nn.Module, seconds: float, expressions: int) -> None:
         """Record the score of the weights at `step`; keep them when they are the best so far."""
         self.history.append({"step": step, "mIoU": miou})

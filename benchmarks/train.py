@@ -112,10 +112,12 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
     # shift the dropout stream of a resumed run by one draw.
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=training_collate(suite.target),
                         num_workers=workers, generator=torch.Generator().manual_seed(spec.seed))
-    anytime_set = anytime_subset(suite)
-    select_set = selection_set(suite) if suite.select_every else None
+    evaluations = Evaluations(anytime_subset(suite), selection_set(suite) if suite.select_every else None)
     net.train()
     progress.started = time.perf_counter()
+    # A run resumed from an interrupt at the end of a step whose evaluations were then skipped makes them up:
+    # the weights are that step's, so the numbers are the uninterrupted run's.
+    evaluations.run_due(model, progress, suite, device, precision)
     bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
                dynamic_ncols=True, initial=progress.step, total=suite.steps)
     for batch in bar:
@@ -128,22 +130,38 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
             closed_point = progress.log(loss, suite, optimizer.param_groups[0]["lr"])
         if closed_point:
             bar.set_postfix(loss=f"{progress.curve[-1]['loss']:.4f}")
-        if progress.anytime_due(suite):
-            started = time.perf_counter()
-            scored = evaluate(model, anytime_set, batch_size=suite.batch_size, threshold=suite.threshold,
-                              device=device, autocast_dtype=precision.eval)
-            progress.add_anytime(scored["mIoU"], suite, time.perf_counter() - started)
-        if select_set is not None and Selection.due(progress.step, suite):
-            started = time.perf_counter()
-            scored = evaluate(model, select_set, batch_size=suite.batch_size, threshold=suite.threshold,
-                              device=device, autocast_dtype=precision.eval)
-            seconds = time.perf_counter() - started
-            progress.evaluating += seconds
-            progress.selection.consider(progress.step, scored["mIoU"], model, seconds, len(select_set))
+        evaluations.run_due(model, progress, suite, device, precision)
         if checkpoints and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < suite.steps:
             checkpoints.save(progress.step, model, optimizer, scheduler, progress.state(), scaler)
     progress.stopped = time.perf_counter()
     bar.close()
+
+
+@dataclass(frozen=True)
+class Evaluations:
+    """What training scores along the way: the anytime subset, and the selection set when the suite selects."""
+
+    anytime: torch.utils.data.Dataset
+    selection: torch.utils.data.Dataset | None
+
+    def run_due(self, model: RISModel, progress: Progress, suite: Suite, device: torch.device,
+                precision: Precision) -> None:
+        """The evaluations due at `progress.step` that it does not hold yet (none at step 0)."""
+        def score(dataset: torch.utils.data.Dataset) -> tuple[float, float]:
+            started = time.perf_counter()
+            scored = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold, device=device,
+                              autocast_dtype=precision.eval)
+            return scored["mIoU"], time.perf_counter() - started
+
+        step = progress.step
+        if step and progress.anytime_due(suite) and not any(p["step"] == step for p in progress.anytime):
+            miou, seconds = score(self.anytime)
+            progress.add_anytime(miou, suite, seconds)
+        selection = progress.selection
+        if self.selection is not None and step and selection.due(step, suite) and not selection.holds(step):
+            miou, seconds = score(self.selection)
+            progress.evaluating += seconds
+            selection.consider(step, miou, model, seconds, len(self.selection))
 
 
 def anytime_subset(suite: Suite) -> torch.utils.data.Dataset:

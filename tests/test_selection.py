@@ -150,3 +150,26 @@ def test_a_killed_etris_protocol_run_resumes_to_the_same_record(tmp_path, no_flo
     assert "resuming lora seed 0 from step " in capsys.readouterr().err
     [path] = (killed / "results").rglob("*.json")
     assert comparable(read_record(path)) == comparable(reference)
+
+
+def test_an_interrupt_in_a_selection_step_resumes_with_that_steps_evaluation(tmp_path, monkeypatch, no_flops):
+    """The interrupt waits for the step's end, then skips its evaluations: the resumed run must make them up."""
+    from test_reliability import interrupt_at_step
+
+    def args(root: Path) -> list[str]:
+        return ["bench", "--method", "lora", "--suite", "smoke", "--budget", "pretrained=none", "--budget", "steps=6",
+                "--budget", "select_every=2", "--budget", "eval_every=2", "--allow-budget-override", "--set",
+                "dropout=0.5", "--checkpoint-every", "5", "--threads", "1", "--no-progress", "--no-save-model",
+                "--out", str(root / "results"), "--checkpoint-dir", str(root / "ckpt")]
+
+    assert main(args(tmp_path / "reference")) == 0
+    with monkeypatch.context() as patch:
+        interrupt_at_step(patch, 4, mid_step=True)
+        assert main(args(tmp_path / "cut")) == 130
+    assert main(args(tmp_path / "cut")) == 0
+    records = [read_record(next((tmp_path / name / "results").rglob("*.json"))) for name in ("reference", "cut")]
+    assert [p["step"] for p in records[1]["selection"]["history"]] == [2, 4, 6]
+    assert [p["step"] for p in records[1]["train_info"]["anytime"]] == [2, 4, 6]
+    assert comparable(records[1]) == comparable(records[0])
+    assert [p["mIoU"] for p in records[1]["train_info"]["anytime"]] == \
+        [p["mIoU"] for p in records[0]["train_info"]["anytime"]]
