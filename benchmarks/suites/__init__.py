@@ -14,13 +14,13 @@ from benchmarks.data import build_dataset, check_dataset, check_dataset_name, ch
 from riscore.coerce import coerce, conform, field_types
 from riscore.errors import UserError, did_you_mean
 
-# Keys added after records were first committed, with the value every earlier run had in effect. They only
-# watch a run (evaluation during training on its own random stream, a memory cap that no earlier run hit),
-# so at these values they leave a run's identity alone: earlier records stay the same runs.
+# Keys added after records were first committed, with the value every earlier run had in effect. At these
+# values they do what earlier runs did (evaluation during training on its own random stream, a memory cap that
+# no earlier run hit), so they leave a run's identity alone: earlier records stay the same runs.
 ADDED_KEY_DEFAULTS: dict[str, Any] = {
     "eval_every": 0, "anytime_limit": 200, "memory_cap_gb": 0.0,
     # the ETRIS training protocol (#15): earlier runs permuted every expression, trained on the binary target
-    # and reported the last step; selection leaves the trained weights alone (it only evaluates)
+    # and reported the last step only
     "sampling": "expression",
     "target": "binary",
     "select_every": 0,
