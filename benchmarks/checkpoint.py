@@ -1,9 +1,9 @@
 """Checkpoints that let an interrupted or killed run resume and finish with the same result.
 
 A checkpoint is two files written atomically, then committed by rewriting `latest.json`:
-`step-N.safetensors` (trainable parameters and all buffers) and `step-N.pt` (optimizer, scheduler, RNG
-states, loss curve, elapsed time). A reader only ever follows `latest.json`, so a kill at any moment
-leaves either the previous or the new checkpoint, never half of one.
+`step-N.safetensors` (trainable parameters and all buffers) and `step-N.pt` (optimizer, scheduler, loss
+scaler, RNG states, loss curve, elapsed time, selection state). A reader only ever follows `latest.json`, so a
+kill at any moment leaves either the previous or the new checkpoint, never half of one.
 
 A checkpoint damaged after the fact (a truncated file, a pointer to a missing step, contents that do not fit
 the model) is reported in one warning line, removed, and the run starts afresh: only the latest checkpoint is
@@ -68,11 +68,12 @@ class Checkpointer:
         return cls(Path(root) / store.path_for(spec).relative_to(store.root).with_suffix(""), spec.config_hash)
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: Any, progress: dict[str, Any]) -> None:
+             scheduler: Any, progress: dict[str, Any], scaler: torch.amp.GradScaler | None = None) -> None:
+        """`scaler`: the fp16 loss scaler, whose scale and growth counter decide which later steps are skipped."""
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.folder / f"step-{step}.safetensors", save(trained_weights(model)))
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": rng_state(), "progress": progress}
+                 "scaler": scaler.state_dict() if scaler is not None else {}, "rng": rng_state(), "progress": progress}
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write_bytes(self.folder / f"step-{step}.pt", buffer.getvalue())
@@ -99,7 +100,7 @@ class Checkpointer:
         return pointer["step"]
 
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             device: torch.device) -> dict[str, Any] | None:
+             device: torch.device, scaler: torch.amp.GradScaler | None = None) -> dict[str, Any] | None:
         """Restore the latest checkpoint into the given objects; returns its progress dict, or None when there
         is none or it is unusable (then nothing was changed)."""
         step = self.latest_step()
@@ -116,6 +117,8 @@ class Checkpointer:
         model.load_state_dict(weights, strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         return state["progress"]
 
@@ -128,7 +131,7 @@ class Checkpointer:
         if unfit:
             raise ValueError(f"tensors that do not fit the model: {unfit[:3]}")
         state = torch.load(self.folder / f"step-{step}.pt", map_location=device, weights_only=False)
-        missing = {"optimizer", "scheduler", "rng", "progress"} - set(state)
+        missing = {"optimizer", "scheduler", "scaler", "rng", "progress"} - set(state)
         if missing or state["progress"].get("step") != step:
             raise ValueError(f"state file lacks {sorted(missing)} or is not of step {step}")
         return weights, state

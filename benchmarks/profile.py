@@ -42,7 +42,7 @@ from benchmarks.flops import (
     split_parts,
     torch_flops,
 )
-from benchmarks.step import autocast_dtype, make_optimizer, training_step
+from benchmarks.step import Precision, autocast_dtype, make_optimizer, training_step
 from benchmarks.suites import Suite, load_suite
 from methods.backbone import Backbone, BackboneConfig
 from methods.decoder import segmentation_loss
@@ -140,11 +140,13 @@ def example_batch(model: RISModel, batch_size: int) -> Batch:
 def make_train_step(model: RISModel, suite: Suite, batch: Batch, device: torch.device) -> Callable[[], float]:
     """One optimisation step as the harness takes it (optimizer, autocast, clipping); returns the loss."""
     optimizer = make_optimizer(suite, model.trainable_parameters(), suite.lr)
-    amp = autocast_dtype(suite, device)
+    precision = Precision.of(suite, device)
+    scaler = precision.scaler(device)
 
     def step() -> float:
         model.train()
-        return training_step(model, suite, optimizer, batch.images, batch.tokens, batch.masks, amp)
+        return training_step(model, suite, optimizer, batch.images, batch.tokens, batch.masks, precision.train,
+                             scaler)
 
     return step
 
@@ -362,7 +364,7 @@ def profile_point(suite: Suite, models: list[Profiled], flops: dict[str, dict],
         rows.append({
             "method": profiled.method, "backbone": suite.backbone, "image_size": suite.image_size,
             "text_len": suite.text_len, "batch_size": suite.batch_size, "device": device.type,
-            "precision": suite.precision if autocast_dtype(suite, device) else "fp32", "weights": "random",
+            **Precision.of(suite, device).describe(), "weights": "random",
             **f, "params": counts, "train_gflops_per_step":
                 f["train_gflops_per_step_fixed"] + f["train_gflops_per_image"] * suite.batch_size,
         })

@@ -25,12 +25,15 @@ from tqdm import tqdm
 from benchmarks import distributed, environment, interrupts, memory_cap
 from benchmarks.build import build_model
 from benchmarks.checkpoint import Checkpointer
-from benchmarks.data import build_dataset, collate
+from benchmarks.data import build_dataset
+from benchmarks.data.targets import training_collate
 from benchmarks.evaluate import eval_subset, evaluate, trivial_baselines
 from benchmarks.live_log import LiveLog
 from benchmarks.profile import profile_run
+from benchmarks.sampling import StepBatches, epoch_order
 from benchmarks.saved_model import save_model
-from benchmarks.step import Diverged, autocast_dtype, lr_factor, make_optimizer, training_step
+from benchmarks.selection import Selection, selection_set
+from benchmarks.step import Diverged, Precision, lr_factor, make_optimizer, training_step
 from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
 from benchmarks.suites import Suite
 from methods.model import RISModel
@@ -50,36 +53,6 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_process_peak_rss"
 
 
-class StepBatches(torch.utils.data.Sampler):
-    """Batches of dataset indices from global step `start` on: epoch e is a permutation seeded by
-    (seed, e), so the batch of any step is known without replaying the ones before (exact resume).
-
-    With `world` processes, process `rank` takes the rank-th contiguous part of every (global) batch: the
-    parts together are exactly the single-process batch.
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
-        if size < batch_size:
-            raise ValueError(f"the training split has {size} items, fewer than one batch of {batch_size}")
-        if not 0 <= rank < world or batch_size % world:
-            raise ValueError(f"rank {rank} of {world} processes cannot take an equal part of batch {batch_size}")
-        self.size, self.batch_size, self.seed, self.start, self.stop = size, batch_size, seed, start, stop
-        self.per_epoch = size // batch_size
-        local = batch_size // world
-        self.part = slice(rank * local, (rank + 1) * local)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            epoch, position = divmod(step, self.per_epoch)
-            if step == self.start or position == 0:
-                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
-                    self.seed * 1_000_003 + epoch))
-            yield order[position * self.batch_size:(position + 1) * self.batch_size][self.part].tolist()
-
-
 @dataclass
 class Progress:
     """Where a run's training stands: what a checkpoint saves and what the record reports, also after a fault."""
@@ -91,11 +64,13 @@ class Progress:
     anytime: list[dict[str, float]] = field(default_factory=list)  # evaluations during training (anytime curve)
     started: float | None = None  # perf_counter() when this process started (or resumed) training
     stopped: float | None = None
-    evaluating: float = 0.0  # seconds since `started` spent on anytime evaluations: not training time
+    evaluating: float = 0.0  # seconds since `started` spent on evaluations (anytime, selection): not training time
+    selection: Selection = field(default_factory=Selection)  # checkpoint selection (benchmarks/selection.py)
 
     @classmethod
     def resumed_from(cls, state: dict[str, Any]) -> Progress:
-        return cls(state["step"], state["curve"], state["window"], state["train_seconds"], state["anytime"])
+        return cls(state["step"], state["curve"], state["window"], state["train_seconds"], state["anytime"],
+                   selection=Selection.from_state(state["selection"]))
 
     def seconds(self) -> float:
         if self.started is None:
@@ -104,7 +79,7 @@ class Progress:
 
     def state(self) -> dict[str, Any]:
         return {"step": self.step, "curve": self.curve, "window": self.window, "train_seconds": self.seconds(),
-                "anytime": self.anytime}
+                "anytime": self.anytime, "selection": self.selection.state()}
 
     def log(self, loss: float, suite: Suite, lr: float) -> bool:
         """Count one step; True when it closes a curve point."""
@@ -127,21 +102,24 @@ class Progress:
 
 def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, progress: Progress, *, device: torch.device,
-          amp: torch.dtype | None, show: bool, checkpoints: Checkpointer | None, checkpoint_every: int,
-          workers: int, live_log: LiveLog) -> None:
+          precision: Precision, scaler: torch.amp.GradScaler, show: bool, checkpoints: Checkpointer | None,
+          checkpoint_every: int, workers: int, live_log: LiveLog) -> None:
     """The training loop from `progress.step` to the suite's last step (`net`: `model` or its DDP wrapper)."""
     suite = spec.suite
     train_set = build_dataset(suite.dataset, suite.train_split, suite.image_size, suite.dataset_options)
-    sampler = StepBatches(len(train_set), suite.batch_size, spec.seed, progress.step, suite.steps,
-                          distributed.rank(), distributed.world_size())
+    sampler = StepBatches(epoch_order(suite.sampling, train_set), suite.batch_size, spec.seed, progress.step,
+                          suite.steps, distributed.rank(), distributed.world_size())
     # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG, which would
     # shift the dropout stream of a resumed run by one draw.
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                        generator=torch.Generator().manual_seed(spec.seed))
-    anytime_set = anytime_subset(suite)
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=training_collate(suite.target),
+                        num_workers=workers, generator=torch.Generator().manual_seed(spec.seed))
+    evaluations = Evaluations(anytime_subset(suite), selection_set(suite) if suite.select_every else None, live_log)
     net.train()
     live_log.start(optimizer, progress.step)
     progress.started = time.perf_counter()
+    # A run resumed from an interrupt at the end of a step whose evaluations were then skipped makes them up:
+    # the weights are that step's, so the numbers are the uninterrupted run's.
+    evaluations.run_due(model, progress, suite, device, precision)
     bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
                dynamic_ncols=True, initial=progress.step, total=suite.steps)
     for batch in bar:
@@ -149,23 +127,47 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
             images = batch["image"].to(device, non_blocking=True)
             masks = batch["mask"].to(device, non_blocking=True)
             tokens = model.backbone.tokenize(batch["text"]).to(device)
-            loss = training_step(net, suite, optimizer, images, tokens, masks, amp)
+            loss = training_step(net, suite, optimizer, images, tokens, masks, precision.train, scaler)
             scheduler.step()
             closed_point = progress.log(loss, suite, optimizer.param_groups[0]["lr"])
         if closed_point:
             bar.set_postfix(loss=f"{progress.curve[-1]['loss']:.4f}")
             live_log.curve_point(progress.curve[-1])
-        if progress.anytime_due(suite):
-            started = time.perf_counter()
-            scored = evaluate(model, anytime_set, batch_size=suite.batch_size, threshold=suite.threshold,
-                              device=device, autocast_dtype=amp)
-            live_log.evaluation(progress.step, suite.lr_search_split, scored, model, anytime_set, device=device,
-                                amp=amp, threshold=suite.threshold)
-            progress.add_anytime(scored["mIoU"], suite, time.perf_counter() - started)
+        evaluations.run_due(model, progress, suite, device, precision)
         if checkpoints and checkpoint_every and progress.step % checkpoint_every == 0 and progress.step < suite.steps:
-            checkpoints.save(progress.step, model, optimizer, scheduler, progress.state())
+            checkpoints.save(progress.step, model, optimizer, scheduler, progress.state(), scaler)
     progress.stopped = time.perf_counter()
     bar.close()
+
+
+@dataclass(frozen=True)
+class Evaluations:
+    """What training scores along the way: the anytime subset, and the selection set when the suite selects."""
+
+    anytime: torch.utils.data.Dataset
+    selection: torch.utils.data.Dataset | None
+    live_log: LiveLog
+
+    def run_due(self, model: RISModel, progress: Progress, suite: Suite, device: torch.device,
+                precision: Precision) -> None:
+        """The evaluations due at `progress.step` that it does not hold yet (none at step 0)."""
+        def score(dataset: torch.utils.data.Dataset) -> tuple[dict[str, Any], float]:
+            started = time.perf_counter()
+            scored = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold, device=device,
+                              autocast_dtype=precision.eval)
+            return scored, time.perf_counter() - started
+
+        step = progress.step
+        if step and progress.anytime_due(suite) and not any(p["step"] == step for p in progress.anytime):
+            scored, seconds = score(self.anytime)
+            progress.add_anytime(scored["mIoU"], suite, seconds)
+            self.live_log.evaluation(step, suite.lr_search_split, scored, model, self.anytime, device=device,
+                                     amp=precision.eval, threshold=suite.threshold)
+        selection = progress.selection
+        if self.selection is not None and step and selection.due(step, suite) and not selection.holds(step):
+            scored, seconds = score(self.selection)
+            progress.evaluating += seconds
+            selection.consider(step, scored["mIoU"], model, seconds, len(self.selection))
 
 
 def anytime_subset(suite: Suite) -> torch.utils.data.Dataset:
@@ -235,7 +237,9 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         capped = memory_cap.apply(suite, device)
-        amp = autocast_dtype(suite, device)
+        precision = Precision.of(suite, device)
+        scaler = precision.scaler(device)
+        selected = None
         done = Progress()
         model = optimizer = scheduler = None
         try:
@@ -247,16 +251,19 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
             net = distributed.wrap(model, device)
             optimizer = make_optimizer(suite, model.trainable_parameters(), spec.lr)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(suite, s))
-            resumed = checkpoints.load(model, optimizer, scheduler, device) if checkpoints else None
+            resumed = checkpoints.load(model, optimizer, scheduler, device, scaler) if checkpoints else None
             if resumed:
                 done = Progress.resumed_from(resumed)
                 if main:
                     print(f"resuming {spec.method} seed {spec.seed} from step {done.step}", file=sys.stderr)
-            train(model, net, spec, optimizer, scheduler, done, device=device, amp=amp, show=progress and main,
-                  checkpoints=checkpoints if main else None, checkpoint_every=checkpoint_every, workers=workers,
+            train(model, net, spec, optimizer, scheduler, done, device=device, precision=precision, scaler=scaler,
+                  show=progress and main, checkpoints=checkpoints if main else None,
+                  checkpoint_every=checkpoint_every, workers=workers,
                   live_log=live_log if live_log and main else LiveLog())
             train_peak = peak_memory_mb(device)
-            results, baselines = evaluate_splits(model, suite, device, amp)
+            results, baselines = evaluate_splits(model, suite, device, precision.eval)
+            selected = done.selection.record(suite, model, done.step, results,
+                                             lambda: evaluate_splits(model, suite, device, precision.eval)[0])
             # In the try: an interrupt while counting is recorded (and checkpointed) like one during training
             flops = count_flops(spec) if main else {}
         except Diverged as exc:
@@ -266,7 +273,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         except KeyboardInterrupt:
             status, error = "interrupted", f"interrupted at step {done.step}"
             if main and checkpoints and model is not None and optimizer is not None and done.step:
-                checkpoints.save(done.step, model, optimizer, scheduler, done.state())
+                checkpoints.save(done.step, model, optimizer, scheduler, done.state(), scaler)
         except UserError:  # bad input (a corrupt file, an unreadable image): not a result; the CLI says so, exit 2
             raise
         except Exception as exc:  # recorded, never lost: a sweep goes on past a failed run
@@ -283,7 +290,8 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
                 "memory_kind": train_peak[1],
                 **memory_cap.report(suite, capped, train_peak[0]),
                 **(flops if status == "ok" else {})}
-        record = make_record(spec, status, error, started_at, done, results, baselines, cost, device)
+        record = make_record(spec, status, error, started_at, done, results, baselines, cost, device, precision,
+                             selected if status == "ok" else None)
         if main and model_dir is not None and status == "ok":
             save_model(model_dir, model, spec, record)
         if main:
@@ -298,9 +306,10 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
 
 def make_record(spec: RunSpec, status: str, error: str | None, started_at: str, done: Progress,
                 results: dict[str, Any], baselines: dict[str, Any], cost: dict[str, Any],
-                device: torch.device) -> dict[str, Any]:
-    """The run record (schema: run_info / train_info / results / baselines / cost / meta_info), exactly as
-    the JSON file will hold it."""
+                device: torch.device, precision: Precision, selected: dict[str, Any] | None) -> dict[str, Any]:
+    """The run record (schema: run_info / train_info / results / selection / baselines / cost / meta_info),
+    exactly as the JSON file will hold it. `results` are the last step's; `selection` (None when the suite does
+    not select) adds the selected weights' (benchmarks/selection.py)."""
     suite, seconds = spec.suite, done.seconds()
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -324,11 +333,12 @@ def make_record(spec: RunSpec, status: str, error: str | None, started_at: str, 
             "train_seconds": seconds,
             "images_per_second": done.step * suite.batch_size / seconds if seconds else None,
             "final_loss": done.curve[-1]["loss"] if done.curve else None,
-            "precision": "bf16" if autocast_dtype(suite, device) is not None else "fp32",
+            **precision.describe(),  # what ran, not what the suite asked for (CPU: fp32)
             "curve": done.curve,
             **anytime_record(suite, done, cost.get("train_gflops_per_image")),
         },
         "results": results,
+        "selection": selected,
         "baselines": baselines,
         "cost": cost,
         "meta_info": environment.describe(device),

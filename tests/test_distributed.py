@@ -27,6 +27,7 @@ from benchmarks import distributed
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.data import build_dataset
 from benchmarks.evaluate import eval_subset, evaluate
+from benchmarks.sampling import ExpressionOrder, StepBatches
 from benchmarks.store import ResultStore, RunSpec, read_record
 from benchmarks.suites import load_suite
 from methods import decoder, get_method
@@ -247,8 +248,8 @@ def test_a_global_batch_that_does_not_split_is_refused(tmp_path, monkeypatch):
 def test_the_parts_of_each_batch_are_the_single_process_batch():
     size, batch, seed = 10, 4, 3  # two batches per epoch: steps 0..5 cross two epoch boundaries
     for start in (0, 3):  # a resumed sampler starts mid-epoch
-        whole = list(train.StepBatches(size, batch, seed, start, 6))
-        parts = [list(train.StepBatches(size, batch, seed, start, 6, rank, 2)) for rank in range(2)]
+        whole = list(StepBatches(ExpressionOrder(size), batch, seed, start, 6))
+        parts = [list(StepBatches(ExpressionOrder(size), batch, seed, start, 6, rank, 2)) for rank in range(2)]
         assert [a + b for a, b in zip(*parts, strict=True)] == whole
         assert all(len(p) == 2 for rank in parts for p in rank)
 

@@ -103,9 +103,11 @@ def test_paper_suites_pass_the_check_once_their_data_is_there(name, tmp_path, mo
     with pytest.raises(UserError, match=r"missing refer annotation file .*refcoco/refs\(unc\)\.p"):
         load_suite(name).check()
     build_refer(tmp_path)
-    with pytest.raises(UserError, match=r"batch_size 32 is larger than the train split \(2 items\)"):
-        load_suite(name).check()  # the fixture's train split is two expressions
-    load_suite(name).replace({"batch_size": 2}).check()  # known arch, known pretrained tag, data in place
+    with pytest.raises(UserError, match=r"batch_size 2 is larger than the train split \(1 items an epoch, one per "):
+        load_suite(name).replace({"batch_size": 2}).check()  # the fixture's train split: two sentences, one referent
+    with pytest.raises(UserError, match=r"batch_size 4 is larger than the train split \(2 items\)"):
+        load_suite(name).replace({"batch_size": 4, "sampling": "expression"}).check()
+    load_suite(name).replace({"batch_size": 1}).check()  # known arch, known pretrained tag, data in place
 
 
 @pytest.mark.parametrize("changes,message", [

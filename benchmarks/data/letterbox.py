@@ -85,13 +85,16 @@ class Letterbox:
                           align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
         return self._place(x, torch.tensor(PAD_RGB, dtype=torch.float32)[:, None, None])
 
-    def apply_mask(self, mask: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """bool [H, W] -> float32 [S, S] in {0, 1} (nearest, so the target stays binary)."""
+    def apply_mask(self, mask: np.ndarray | torch.Tensor, soft: bool = False) -> torch.Tensor:
+        """bool [H, W] -> float32 [S, S]: in {0, 1} (nearest, so the target stays binary), or with `soft` in
+        [0, 1] (bilinear without antialiasing, as ETRIS resizes its training masks: fractions at the edges)."""
         m = torch.as_tensor(np.asarray(mask))
         if m.ndim != 2:
             raise ValueError(f"apply_mask expects [H, W], got shape {tuple(m.shape)}")
         self._check_orig(tuple(m.shape))
-        m = F.interpolate(m.float()[None, None], size=(self.content_h, self.content_w), mode="nearest-exact")
+        size = (self.content_h, self.content_w)
+        resize = {"mode": "bilinear", "align_corners": False} if soft else {"mode": "nearest-exact"}
+        m = F.interpolate(m.float()[None, None], size=size, **resize)
         return self._place(m[0], 0.0)[0]
 
     def undo(self, t: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:

@@ -77,6 +77,10 @@ class RefCOCODataset(Dataset):
     def __len__(self) -> int:
         return len(self._expressions)
 
+    def ref_ids(self) -> list[int]:
+        """Each item's `ref_id`, without reading images: the sentences of one referent share it."""
+        return [expr.ref_id for expr in self._expressions]
+
     def __getitem__(self, i: int) -> dict:
         expr = self._expressions[i]
         info = self._images[expr.image_id]

@@ -8,7 +8,8 @@ Item contract (every dataset in benchmarks.data follows it): `dataset[i]` is a d
     orig_mask  bool [H, W], the referent at the original resolution (evaluation target)
     letterbox  Letterbox mapping the S x S input back to H x W (shapes render at S: the identity)
     ref_id     int, identity of the referent (several expressions may share one)
-and the dataset exposes `.kinds` and `__len__`.
+and the dataset exposes `.kinds` and `__len__`, and may expose `ref_ids()`: every item's ref_id in order, without
+loading the items (sampling = "referent" needs it).
 
 Item i of a split is drawn from its own generator, seeded from (seed, split, i), so any index can be
 reproduced alone and the splits never share a scene. Its kind is KINDS[i % 5], so kinds are balanced.
@@ -264,6 +265,10 @@ class ShapesDataset(Dataset):
 
     def __len__(self) -> int:
         return self.config.split_size(self.split)
+
+    def ref_ids(self) -> range:
+        """Each item's `ref_id` without rendering it: every scene has its own referent."""
+        return range(len(self))
 
     def sample(self, index: int) -> ShapesSample:
         """Scene and expression of item `index`, without rendering."""

@@ -15,9 +15,9 @@ from riscore.choices import ATTNPOOLS, GATES
 from riscore.coerce import coerce, conform, field_types
 from riscore.errors import UserError, did_you_mean
 
-# Keys added after records were first committed, with the value every earlier run had in effect. They only
-# watch a run (evaluation during training on its own random stream, a memory cap that no earlier run hit),
-# so at these values they leave a run's identity alone: earlier records stay the same runs.
+# Keys added after records were first committed, with the value every earlier run had in effect. At these
+# values they do what earlier runs did (evaluation during training on its own random stream, a memory cap that
+# no earlier run hit), so they leave a run's identity alone: earlier records stay the same runs.
 ADDED_KEY_DEFAULTS: dict[str, Any] = {
     "eval_every": 0,
     "anytime_limit": 200,
@@ -27,11 +27,19 @@ ADDED_KEY_DEFAULTS: dict[str, Any] = {
     "attnpool": "clip",
     "train_batchnorm": False,
     "gate": "linear",
+    # the ETRIS training protocol (#15): earlier runs permuted every expression, trained on the binary target
+    # and reported the last step only
+    "sampling": "expression",
+    "target": "binary",
+    "select_every": 0,
+    "select_split": "val",
 }
 
 SUITE_DIR = Path(__file__).parent
 REPO_ROOT = SUITE_DIR.parent.parent
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SAMPLINGS = ("expression", "referent")
+TARGETS = ("binary", "soft")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -74,7 +82,15 @@ class Suite:
     lr_drop_at: float = 0.7  # fraction of steps after which a step schedule multiplies lr by 0.1
     warmup_steps: int = 0
     grad_clip: float = 0.0  # 0 = off
-    precision: str = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
+    # autocast on CUDA: bf16 trains and evaluates in bf16; fp16 trains with loss scaling and evaluates in fp32
+    # (ETRIS). CPU always runs fp32, and the record says so.
+    precision: str = "bf16"
+    sampling: str = "expression"  # an epoch: every expression once, or one random sentence per referent (ETRIS)
+    target: str = "binary"  # training mask letterboxed nearest (binary) or bilinear (soft, ETRIS)
+    # checkpoint selection: every `select_every` steps (0 = off) and at the last step, score the first expression
+    # of each referent of `select_split`; the record adds the metrics of the best weights (ETRIS)
+    select_every: int = 0
+    select_split: str = "val"
     threshold: float = 0.35
     seeds: tuple[int, ...] = (0, 1, 2)
     log_every: int = 10
@@ -104,7 +120,7 @@ class Suite:
                 raise UserError(f"suite '{self.name}': {exc}") from None
         for key in ("image_size", "text_len", "batch_size", "steps", "log_every", "anytime_limit"):
             checked(validate.integer, key, low=1)
-        for key in ("eval_limit", "warmup_steps", "eval_every"):
+        for key in ("eval_limit", "warmup_steps", "eval_every", "select_every"):
             checked(validate.integer, key, low=0)
         for key in ("weight_decay", "grad_clip", "memory_cap_gb"):
             checked(validate.number, key)
@@ -117,13 +133,18 @@ class Suite:
             validate.seed(value, f"suite '{self.name}': seeds[{i}]")
         for key, allowed in (("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                              ("schedule", SCHEDULES), ("decoder_scale", ("tiny", "paper")),
-                             ("attnpool", ATTNPOOLS), ("gate", GATES)):
+                             ("attnpool", ATTNPOOLS), ("gate", GATES), ("sampling", SAMPLINGS),
+                             ("target", TARGETS)):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if not self.eval_splits or not self.seeds or not self.lr_grid:
             raise bad("eval_splits/seeds/lr_grid", "must not be empty")
+        if self.select_split.startswith("test") or self.select_split == self.train_split:
+            kind = "training" if self.select_split == self.train_split else "test"
+            raise bad("select_split", f"{self.select_split!r} is a {kind} split: weights picked on it would be "
+                      "scored on what picked them; select on a validation split such as 'val'")
         checks = [("dataset", functools.partial(check_dataset_name, self.dataset))]
-        for key in ("train_split", "eval_splits", "lr_search_split"):
+        for key in ("train_split", "eval_splits", "lr_search_split", "select_split"):
             value = getattr(self, key)
             checks += [(key, functools.partial(check_split, self.dataset, split, self.dataset_options))
                        for split in (value if isinstance(value, tuple) else (value,))]
@@ -153,13 +174,19 @@ class Suite:
         """
         import open_clip
 
+        from benchmarks.sampling import epoch_order
         from methods.backbone import check_arch
 
         check_dataset(self.dataset, self.image_size, self.dataset_options)
-        size = len(build_dataset(self.dataset, self.train_split, self.image_size, self.dataset_options))
+        train_set = build_dataset(self.dataset, self.train_split, self.image_size, self.dataset_options)
+        try:
+            size = epoch_order(self.sampling, train_set).size
+        except UserError as exc:
+            raise UserError(f"suite '{self.name}': {exc}") from None
         if self.batch_size > size:
+            per = "" if self.sampling == "expression" else " an epoch, one per referent"
             raise UserError(f"suite '{self.name}': batch_size {self.batch_size} is larger than the "
-                            f"{self.train_split} split ({size} items); use a batch_size of at most {size}")
+                            f"{self.train_split} split ({size} items{per}); use a batch_size of at most {size}")
         check_arch(self.backbone)
         source = self.pretrained_source()
         if source is None or Path(source).is_file():
