@@ -23,14 +23,22 @@ from methods.targets import tower_blocks
 from riscore.errors import UserError
 
 
-class PHMLinear(nn.Module):
-    """x -> x W + b with W = sum_i kron(A_i, s_i t_i^T); `rules` (A, [n, n, n]) is shared between layers."""
+class PHMRules(nn.Module):
+    """The shared A_i, [n, n, n]: one module (at `backbone.phm_rules`) so the state dict holds them once."""
 
-    def __init__(self, rules: nn.Parameter, in_features: int, out_features: int, rank: int,
-                 zero_init: bool) -> None:
+    def __init__(self, n: int) -> None:
         super().__init__()
-        n = rules.shape[0]
-        self.rules = rules  # the same Parameter in every layer: parameters() and the ledger count it once
+        self.weight = nn.Parameter(torch.empty(n, n, n))
+        nn.init.xavier_uniform_(self.weight)
+
+
+class PHMLinear(nn.Module):
+    """x -> x W + b with W = sum_i kron(A_i, s_i t_i^T), A (`rules`) shared between layers."""
+
+    def __init__(self, rules: PHMRules, in_features: int, out_features: int, rank: int, zero_init: bool) -> None:
+        super().__init__()
+        n = rules.weight.shape[0]
+        self._shared = (rules,)  # a plain attribute: registered once, at the backbone, not in every layer
         self.s = nn.Parameter(torch.empty(n, in_features // n, rank))
         self.t = nn.Parameter(torch.empty(n, rank, out_features // n))
         self.bias = nn.Parameter(torch.zeros(out_features))
@@ -38,6 +46,10 @@ class PHMLinear(nn.Module):
             nn.init.xavier_uniform_(factor)
         if zero_init:
             nn.init.zeros_(self.t)
+
+    @property
+    def rules(self) -> nn.Parameter:
+        return self._shared[0].weight
 
     def weight(self) -> Tensor:
         """[in, out]: the Kronecker sum, as one einsum over the n rules."""
@@ -53,7 +65,7 @@ class PHMLinear(nn.Module):
 class PHMBottleneck(nn.Module):
     """down PHM, nonlinearity, up PHM (the serial wrapper adds the residual)."""
 
-    def __init__(self, rules: nn.Parameter, width: int, config: CompacterConfig) -> None:
+    def __init__(self, rules: PHMRules, width: int, config: CompacterConfig) -> None:
         super().__init__()
         self.down = PHMLinear(rules, width, config.bottleneck, config.rank, zero_init=False)
         self.act = ACTIVATIONS[config.activation]()
@@ -85,8 +97,8 @@ def apply_compacter(model: RISModel, config: CompacterConfig) -> None:
     blocks = tower_blocks(model.backbone, config.towers)
     n = config.phm_dim
     like = blocks[0][1].ln_2.weight
-    rules = nn.Parameter(torch.empty(n, n, n, device=like.device, dtype=like.dtype))
-    nn.init.xavier_uniform_(rules)
+    rules = PHMRules(n).to(device=like.device, dtype=like.dtype)
+    model.backbone.phm_rules = rules
     for _, block in blocks:
         width = block.ln_2.normalized_shape[0]
         if width % n:

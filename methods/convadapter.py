@@ -23,7 +23,7 @@ from methods.adapter import ACTIVATIONS
 from methods.backbone import Backbone
 from methods.model import RISModel
 from methods.registry import register_method
-from methods.targets import WRAPPED
+from methods.targets import WRAPPED, tower_blocks
 from riscore.errors import UserError
 
 
@@ -103,7 +103,7 @@ def _adapt_resnet(backbone: Backbone, config: ConvAdapterConfig) -> None:
 
 
 def _adapt_vit(backbone: Backbone, config: ConvAdapterConfig) -> None:
-    for block in backbone.image_stages:
+    for _, block in tower_blocks(backbone, "image"):
         width = block.ln_2.normalized_shape[0]
         block.mlp = ParallelGrid(block.mlp, _adapter(width, config, block.ln_2.weight), backbone.grid)
 

@@ -5,15 +5,15 @@ import torch
 from model_helpers import adapted
 
 from methods import get_method
-from methods.compacter import PHMBottleneck, PHMLinear
+from methods.compacter import PHMBottleneck, PHMLinear, PHMRules
 from riscore.errors import UserError
 
 
 def test_phm_weight_is_the_kronecker_sum():
     torch.manual_seed(0)
-    rules = torch.nn.Parameter(torch.randn(4, 4, 4))
+    rules = PHMRules(4)
     layer = PHMLinear(rules, 12, 8, rank=2, zero_init=False)
-    by_hand = sum(torch.kron(rules[i], layer.s[i] @ layer.t[i]) for i in range(4))
+    by_hand = sum(torch.kron(rules.weight[i], layer.s[i] @ layer.t[i]) for i in range(4))
     torch.testing.assert_close(layer.weight(), by_hand)
     x = torch.randn(3, 12)
     torch.testing.assert_close(layer(x), x @ by_hand + layer.bias)
@@ -23,7 +23,8 @@ def test_rules_are_one_parameter_shared_by_every_layer(tiny):
     model = adapted(tiny, "compacter")
     layers = [m for m in model.modules() if isinstance(m, PHMLinear)]
     assert len(layers) == 2 * 2 * (6 + 4)  # down + up, after attn and mlp, 6 image + 4 text blocks
-    assert len({id(layer.rules) for layer in layers}) == 1
+    assert {id(layer.rules) for layer in layers} == {id(model.backbone.phm_rules.weight)}
+    assert sum(k.endswith("phm_rules.weight") for k in model.state_dict()) == 1  # saved once
     assert sum(isinstance(m, PHMBottleneck) for m in model.modules()) == len(layers) // 2
 
 
