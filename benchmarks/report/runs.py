@@ -23,6 +23,7 @@ from benchmarks.store import STATUSES
 from benchmarks.suites import identity_of
 from benchmarks.sweep import pick_lr
 from methods import get_method, list_methods
+from riscore.identity import config_identity
 
 SPLIT_METRICS = ("mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
 COST_COLUMNS = ("trainable", "total", "ratio_trainable", "added", "ratio_added", "gflops_per_image",
@@ -31,11 +32,9 @@ COST_COLUMNS = ("trainable", "total", "ratio_trainable", "added", "ratio_added",
 
 def default_config(method: str) -> dict[str, Any] | None:
     """The registered default config of a method as plain data, or None for a method no longer registered."""
-    import dataclasses
-
     if method not in list_methods():
         return None
-    return json.loads(json.dumps(dataclasses.asdict(get_method(method).make_config())))
+    return json.loads(json.dumps(config_identity(get_method(method).make_config())))
 
 
 def variant_of(method: str, config: dict[str, Any]) -> str:
