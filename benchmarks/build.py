@@ -15,7 +15,7 @@ def build_base_model(suite: Suite) -> RISModel:
     """The suite's backbone (frozen) and decoder, before any method."""
     backbone = BackboneConfig(arch=suite.backbone, pretrained=suite.pretrained_source(),
                               image_size=suite.image_size, text_len=suite.text_len)
-    return RISModel.build(backbone, suite.decoder_scale)
+    return RISModel.build(backbone, suite.decoder_scale, suite.decoder_options)
 
 
 def build_model(suite: Suite, method: str, method_config: Any) -> RISModel:

@@ -56,11 +56,12 @@ class RISModel(nn.Module):
         self.backbone_total = sum(p.numel() for p in self.backbone.parameters())
 
     @classmethod
-    def build(cls, backbone_config: BackboneConfig, decoder_scale: str) -> RISModel:
+    def build(cls, backbone_config: BackboneConfig, decoder_scale: str,
+              decoder_components: dict[str, bool] | None = None) -> RISModel:
         backbone = Backbone(backbone_config)
         decoder_config = DecoderConfig.for_backbone(
             backbone.tap_widths, backbone.text_width, backbone.embed_dim, scale=decoder_scale,
-            tap_strides=backbone.tap_strides,
+            tap_strides=backbone.tap_strides, components=decoder_components,
         )
         return cls(backbone, RISDecoder(decoder_config))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmarks import validate
 from benchmarks.data import build_dataset, check_dataset, check_dataset_name, check_split
+from methods.decoder import check_components
 from riscore.coerce import coerce, conform, field_types
 from riscore.errors import UserError, did_you_mean
 
@@ -18,6 +19,7 @@ from riscore.errors import UserError, did_you_mean
 # watch a run (evaluation during training on its own random stream, a memory cap that no earlier run hit),
 # so at these values they leave a run's identity alone: earlier records stay the same runs.
 ADDED_KEY_DEFAULTS: dict[str, Any] = {"eval_every": 0, "anytime_limit": 200, "memory_cap_gb": 0.0}
+ADDED_KEY_DEFAULTS["decoder_options"] = {}  # every decoder component on (ETRIS's Table 6 turns them off)
 
 SUITE_DIR = Path(__file__).parent
 REPO_ROOT = SUITE_DIR.parent.parent
@@ -49,6 +51,7 @@ class Suite:
     image_size: int = 64
     text_len: int = 16
     decoder_scale: str = "tiny"
+    decoder_options: dict[str, Any] = field(default_factory=dict)  # e.g. {global_alignment = false}
     # optimisation
     batch_size: int = 32
     steps: int = 100
@@ -105,6 +108,10 @@ class Suite:
                              ("schedule", SCHEDULES), ("decoder_scale", ("tiny", "paper"))):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        try:
+            check_components(self.decoder_options)
+        except UserError as exc:
+            raise bad("decoder_options", f"{exc}") from None
         if not self.eval_splits or not self.seeds or not self.lr_grid:
             raise bad("eval_splits/seeds/lr_grid", "must not be empty")
         checks = [("dataset", functools.partial(check_dataset_name, self.dataset))]
