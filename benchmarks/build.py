@@ -22,7 +22,8 @@ def build_base_model(suite: Suite) -> RISModel:
     With the suite's `train_batchnorm` CLIP's BatchNorm runs on batch statistics in training whatever the
     method (no method freezes it again once unfrozen).
     """
-    model = RISModel.build(backbone_config(suite), suite.decoder_scale, gate=suite.gate)
+    model = RISModel.build(backbone_config(suite), suite.decoder_scale, gate=suite.gate,
+                           decoder_components=suite.decoder_options)
     if suite.train_batchnorm:
         model.backbone.unfreeze_batchnorm()
     return model

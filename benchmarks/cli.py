@@ -165,13 +165,19 @@ def check_log_dir(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from benchmarks import cpu
     from benchmarks.environment import resolve_device
+    from benchmarks.paper_tables import get_table, run_table, table_suite_name
     from benchmarks.store import ResultStore
     from benchmarks.sweep import Shard, run_sweep
     from methods import get_method
     from riscore.coerce import coerce
 
     check_run_paths(args)
-    suite, off_budget = resolve_suite(args)
+    table = get_table(args.table) if args.table is not None else None
+    if table and (args.method or args.set or args.budget):
+        raise UserError(f"--table {args.table} sets each row's method, options and suite; leave out --method, "
+                        "--set and --budget")
+    args.suite = table_suite_name(table, args.suite) if table else (args.suite or "shapes")
+    suite, off_budget = resolve_suite(args) if args.suite else (None, False)
     methods = [get_method(m).name for m in args.method] or None
     seeds = coerce(args.seeds, tuple[int, ...], "--seeds") if args.seeds is not None else None
     if seeds is not None and not seeds:
@@ -181,12 +187,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     jobs, threads = cpu.sweep_workers(args.jobs, args.threads, device.type == "cuda", cpu.cores())
     try:
-        counts = run_sweep(suite, methods=methods, seeds=seeds, shard=Shard.parse(args.shard),
-                           store=ResultStore(args.out), device=device,
-                           checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
-                           models_root=models_root(args) if args.save_model else None,
-                           progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
-                           options=validate.key_values(args.set, "--set"), jobs=jobs, threads=threads)
+        common = dict(seeds=seeds, shard=Shard.parse(args.shard), store=ResultStore(args.out), device=device,
+                      checkpoint_root=Path(args.checkpoint_dir), checkpoint_every=args.checkpoint_every,
+                      models_root=models_root(args) if args.save_model else None,
+                      progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
+                      jobs=jobs, threads=threads)
+        counts = (run_table(table, suite, **common) if table else
+                  run_sweep(suite, methods=methods, options=validate.key_values(args.set, "--set"), **common))
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130
@@ -412,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.set_defaults(handler=run_profile)
 
     sweep = sub.add_parser("sweep", help="every method x seeds under a suite, with the equal lr search")
-    sweep.add_argument("--suite", default="shapes", help="suite name or TOML path (default: shapes)")
+    sweep.add_argument("--suite", help="suite name or TOML path (default: shapes)")
+    sweep.add_argument("--table", type=validate.POSITIVE_INT, metavar="N",
+                       help="exactly the runs that fill ETRIS's table N (1-8; 2, 4-8 on --suite, default shapes)")
     sweep.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
     sweep.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     sweep.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i (default 0/1)")

@@ -7,10 +7,9 @@ The plain listing builds no model, so it answers in about the time it takes to i
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Any
 
-from methods.registry import get_method, list_methods
+from methods.registry import SEPARATOR, get_method, list_methods
 
 LISTED_BACKBONES = (("risbench-tiny-vit", 64, 16, "tiny"), ("ViT-B-16", 416, 17, "paper"))
 
@@ -25,9 +24,8 @@ def format_default(value: Any) -> str:
 
 
 def method_options(name: str) -> dict[str, str]:
-    """Option name -> default of a method's config, in declaration order."""
-    config = get_method(name).make_config()
-    return {f.name: format_default(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    """Option name -> default of a method's config, in declaration order (`part.option` in a combination)."""
+    return {key: format_default(value) for key, value in get_method(name).option_defaults().items()}
 
 
 def options_listing() -> str:
@@ -67,4 +65,5 @@ def print_methods(counts: bool = False) -> None:
         print(count_table().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     else:
         print(options_listing())
-        print("\nparameter counts on the default backbone and ViT-B/16: bench --list-methods --counts")
+        print(f"\nany methods whose parameters do not collide combine as A{SEPARATOR}B (A applied first), options as "
+              f"B.option; parameter counts on the default backbone and ViT-B/16: bench --list-methods --counts")

@@ -182,7 +182,7 @@ class SavedModel:
         """Refuse a suite whose model differs from the one this was trained in (backbone, weights, input sizes)."""
         trained = self.spec.suite
         for key in ("backbone", "pretrained", "image_size", "text_len", "decoder_scale", "quick_gelu", "attnpool",
-                    "gate"):
+                    "gate", "decoder_options"):
             if getattr(suite, key) != getattr(trained, key):
                 raise UserError(f"model {self.folder} was trained with {key} {getattr(trained, key)!r}; suite "
                                 f"'{suite.name}' has {getattr(suite, key)!r}: use a suite on the same backbone")

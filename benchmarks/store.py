@@ -6,7 +6,6 @@ lm-evaluation-harness style per-split results. Reports are a pure function of th
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 from benchmarks.suites import Suite
 from riscore.errors import UserError
+from riscore.identity import config_identity
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "failed", "interrupted")
@@ -49,7 +49,7 @@ class RunSpec:
         return {
             "suite": self.suite.identity(),
             "method": self.method,
-            "method_config": dataclasses.asdict(self.method_config),
+            "method_config": config_identity(self.method_config),
             "lr": self.lr,
         }
 

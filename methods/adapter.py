@@ -16,7 +16,7 @@ from methods.model import RISModel
 from methods.registry import register_method
 from methods.targets import TOWERS, WRAPPED, tower_blocks
 
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 
 class Bottleneck(nn.Module):
@@ -25,7 +25,7 @@ class Bottleneck(nn.Module):
     def __init__(self, width: int, bottleneck: int, activation: str, zero_init_up: bool) -> None:
         super().__init__()
         self.down = nn.Linear(width, bottleneck)
-        self.act = _ACTIVATIONS[activation]()
+        self.act = ACTIVATIONS[activation]()
         self.up = nn.Linear(bottleneck, width)
         if zero_init_up:
             nn.init.zeros_(self.up.weight)
@@ -36,9 +36,11 @@ class Bottleneck(nn.Module):
 
 
 class SerialAdapter(nn.Module):
-    """Houlsby: y = f(x); y + adapter(y). Keeps nn.MultiheadAttention's (output, weights) tuple intact."""
+    """Houlsby: y = f(x); y + adapter(y), for any width-preserving adapter (Compacter reuses it).
 
-    def __init__(self, inner: nn.Module, adapter: Bottleneck) -> None:
+    Keeps nn.MultiheadAttention's (output, weights) tuple intact."""
+
+    def __init__(self, inner: nn.Module, adapter: nn.Module) -> None:
         super().__init__()
         setattr(self, WRAPPED, inner)
         self.adapter = adapter
@@ -75,8 +77,8 @@ class BottleneckConfig:
             raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {self.towers!r}")
         if self.bottleneck < 1:
             raise ValueError(f"bottleneck must be >= 1, got {self.bottleneck}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
 
 
 @dataclass(frozen=True)

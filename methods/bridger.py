@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,7 @@ from methods.attention import UnfusedAttention
 from methods.backbone import Backbone
 from methods.model import RISModel
 from methods.registry import register_method
+from methods.zoom import ZOOMS, make_zoom
 from riscore.errors import UserError
 
 INTERACTORS = ("gate", "transformer")
@@ -40,8 +42,14 @@ class BridgerConfig:
     Placement: `num_stages` candidate positions evenly spaced over the image stages and ending at the last
     (ViT-B/16: blocks 4, 8, 12; ResNet: the last ones of layer1..4, so 3 = layer2..4), each paired with
     the text block at the same relative depth among the candidates (blocks 4, 8, 12 of 12); of those,
-    the last `fusion_stages` get a Bridger (ETRIS's `multi_stage`). `image_stages` (0-based) places them
-    explicitly instead, with `text_blocks` as their partners (default: same relative depth).
+    the last `fusion_stages` get a Bridger (ETRIS's `multi_stage`), or the `fusion_stages` ending
+    `skip_last` candidates earlier. `image_stages` (0-based) places them explicitly instead, with
+    `text_blocks` as their partners (default: same relative depth).
+
+    ETRIS's Table 4 in these terms (3 candidates; scope "2->n" starts at the first, "n/2->n" at the second,
+    "n->n" at the last; a scope's k Bridgers are its first k): 2->n with 1, 2, 3 Bridgers is
+    fusion_stages 1, 2, 3 with skip_last 2, 1, 0; n/2->n with 1, 2 is fusion_stages 1, 2 with skip_last 1, 0;
+    n->n with 1 is fusion_stages 1. Table 7's hidden dimension is `width`; Table 5's zoom layer is `zoom`.
     """
 
     width: int = 64  # ETRIS `ladder_dim`: 64 in the released configs; the paper's 1.39M ViT count is 128
@@ -56,6 +64,11 @@ class BridgerConfig:
     # False lets CLIP's BatchNorm statistics drift in training, as ETRIS does (suite key train_batchnorm: for all)
     freeze_bn_stats: bool = True
     mask_padding: bool = False  # ETRIS attends to padded words inside the Bridger; True masks them
+    skip_last: int = 0  # the fusion_stages Bridgers end this many candidates before the last (Table 4 scope)
+    zoom: str = "conv+deconv"  # zoom layers (methods/zoom.py; Table 5): ETRIS's conv + transposed conv
+    ffn_width: int | None = None  # transformer interactor's FFN; None: 2 x width (ETRIS: 128 at any width)
+    # options added after records were committed: at these values they leave a run's identity unchanged
+    ADDED_OPTION_DEFAULTS: ClassVar[dict[str, Any]] = {"skip_last": 0, "zoom": "conv+deconv", "ffn_width": None}
 
     def __post_init__(self) -> None:
         if self.width < 1:
@@ -78,6 +91,14 @@ class BridgerConfig:
             raise ValueError(f"interactor must be one of {INTERACTORS} (or unset), got {self.interactor!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.skip_last and (self.image_stages or self.skip_last < 0
+                               or (self.fusion_stages or self.num_stages) + self.skip_last > self.num_stages):
+            raise ValueError(f"skip_last {self.skip_last} needs fusion_stages + skip_last <= num_stages "
+                             f"({self.num_stages}) and no image_stages")
+        if self.ffn_width is not None and self.ffn_width < 1:
+            raise ValueError(f"ffn_width must be positive (or unset), got {self.ffn_width}")
+        if self.zoom not in ZOOMS:
+            raise ValueError(f"zoom must be one of {', '.join(ZOOMS)}, got {self.zoom!r}")
 
 
 # --- interactors: (query, memory) -> updated query, all batch-first -----------------------------------
@@ -99,15 +120,15 @@ class GateInteractor(nn.Module):
 class TransformerInteractor(nn.Module):
     """ETRIS's ResNet interactor: post-norm self-attention, cross-attention and a ReLU FFN.
 
-    ETRIS fixes the FFN at 128 = 2 x its d of 64; here it is 2 x width, so width ablations scale it too.
+    ETRIS fixes the FFN at 128 = 2 x its d of 64; by default it is 2 x width here, so width ablations scale
+    it too (`ffn_width` 128 keeps ETRIS's: its Table 7 counts come out only that way).
     """
 
-    def __init__(self, width: int, heads: int, dropout: float) -> None:
+    def __init__(self, width: int, heads: int, dropout: float, ffn: int) -> None:
         super().__init__()
         self.self_attn = UnfusedAttention(width, heads, dropout=dropout, batch_first=True)
         self.cross_attn = UnfusedAttention(width, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(2 * width, width))
+        self.ffn = nn.Sequential(nn.Linear(width, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, width))
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(width) for _ in range(3))
         self.drop = nn.Dropout(dropout)
 
@@ -118,17 +139,13 @@ class TransformerInteractor(nn.Module):
         return self.norm3(x + self.drop(self.ffn(x)))
 
 
-def _interactor(kind: str, width: int, heads: int, dropout: float) -> nn.Module:
-    return GateInteractor(width, heads) if kind == "gate" else TransformerInteractor(width, heads, dropout)
+def _interactor(kind: str, width: int, heads: int, config: BridgerConfig) -> nn.Module:
+    if kind == "gate":
+        return GateInteractor(width, heads)
+    return TransformerInteractor(width, heads, config.dropout, config.ffn_width or 2 * width)
 
 
 # --- one Bridger ---------------------------------------------------------------------------------------
-
-
-def _zoom(c_in: int, c_out: int, factor: int, transposed: bool, normalised: bool) -> nn.Module:
-    conv_cls = nn.ConvTranspose2d if transposed else nn.Conv2d
-    conv = conv_cls(c_in, c_out, factor, stride=factor, bias=False)
-    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU()) if normalised else conv
 
 
 @dataclass(frozen=True)
@@ -138,6 +155,7 @@ class StageGeometry:
     image_width: int
     factor: int
     up: bool
+    side: int  # the stage's grid side at the suite's image size (only the `linear` zoom depends on it)
 
 
 class BridgerStage(nn.Module):
@@ -147,15 +165,16 @@ class BridgerStage(nn.Module):
                  heads: int, normalised: bool, cross_stage: bool) -> None:
         super().__init__()
         d, g = config.width, geometry
-        self.zoom_in = _zoom(g.image_width, d, g.factor, transposed=g.up, normalised=normalised)
-        self.zoom_out = _zoom(d, g.image_width, g.factor, transposed=not g.up, normalised=normalised)
+        inner_side = g.side * g.factor if g.up else g.side // g.factor
+        self.zoom_in = make_zoom(config.zoom, g.image_width, d, g.factor, g.up, g.side, d, normalised)
+        self.zoom_out = make_zoom(config.zoom, d, g.image_width, g.factor, not g.up, inner_side, d, normalised)
         self.text_in = nn.Linear(text_width, d)
         self.text_out = nn.Linear(d, text_width)
         # From the second Bridger on, the previous Bridger's inputs are added back and normalised.
         self.norm_v = nn.LayerNorm(d) if cross_stage else None
         self.norm_t = nn.LayerNorm(d) if cross_stage else None
-        self.interact_v = _interactor(interactor, d, heads, config.dropout)
-        self.interact_t = _interactor(interactor, d, heads, config.dropout)
+        self.interact_v = _interactor(interactor, d, heads, config)
+        self.interact_t = _interactor(interactor, d, heads, config)
 
     def forward(self, image: Tensor, text: Tensor, carry: tuple[Tensor, Tensor] | None, pad: Tensor | None
                 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
@@ -233,8 +252,9 @@ def stage_pairs(backbone: Backbone, config: BridgerConfig) -> tuple[tuple[int, i
                             f"blocks of {arch}")
         candidates = _evenly_spaced(n, n_image) if backbone.kind == "vit" else tuple(range(n_image - n, n_image))
         keep = n if config.fusion_stages is None else config.fusion_stages
-        images = candidates[n - keep:]
-        texts = _evenly_spaced(n, n_text)[n - keep:]
+        chosen = slice(n - keep - config.skip_last, n - config.skip_last)
+        images = candidates[chosen]
+        texts = _evenly_spaced(n, n_text)[chosen]
     if images and images[-1] >= n_image:
         raise UserError(f"bridger image_stages {images} out of range: {arch} has {n_image} image stages")
     if len(texts) != len(images) or (texts and texts[-1] >= n_text):
@@ -246,9 +266,10 @@ def _geometry(backbone: Backbone, stage: int, is_last: bool) -> StageGeometry:
     """Each stage meets the decoder's middle-tap grid (stride 16). At equal stride ETRIS still zooms the
     last Bridger in with a transposed conv (and out with a conv); kept, as it sets kaiming's fan_out."""
     stride, target = _stage_stride(backbone, stage), backbone.tap_strides[1]
+    side = backbone.config.image_size // stride
     if stride > target:
-        return StageGeometry(backbone.stage_widths[stage], stride // target, up=True)
-    return StageGeometry(backbone.stage_widths[stage], target // stride, up=stride == target and is_last)
+        return StageGeometry(backbone.stage_widths[stage], stride // target, up=True, side=side)
+    return StageGeometry(backbone.stage_widths[stage], target // stride, up=stride == target and is_last, side=side)
 
 
 def init_like_etris(module: nn.Module) -> None:

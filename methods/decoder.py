@@ -24,6 +24,9 @@ Scale = Literal["paper", "tiny"]
 
 # ETRIS's released configs (bridge_v16 / bridge_r50): vis_dim 512, 3 layers, 8 heads, dim_ffn 512.
 # "tiny" keeps the same structure at 1/8 of the width so a CPU step on the offline backbone stays cheap.
+# ETRIS's Table 6 removes these; a suite turns them off with decoder_options (a suite-level ablation)
+COMPONENTS = ("hierarchical_alignment", "global_alignment")
+
 _SIZES: dict[str, dict[str, int | float]] = {
     "paper": {"vis_dim": 512, "num_layers": 3, "num_heads": 8, "dim_ffn": 512, "dropout": 0.1},
     "tiny": {"vis_dim": 64, "num_layers": 2, "num_heads": 4, "dim_ffn": 128, "dropout": 0.1},
@@ -53,6 +56,8 @@ class DecoderConfig:
     dim_ffn: int = 512
     dropout: float = 0.1
     gate: str = "linear"  # how the sentence gates each level, see HierarchicalAlignment
+    hierarchical_alignment: bool = True  # False: the last tap alone, projected, ungated (Table 6)
+    global_alignment: bool = True  # False: the projector reads the aligned map directly (Table 6)
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "tap_strides"):
@@ -94,10 +99,13 @@ class DecoderConfig:
         scale: Scale = "paper",
         tap_strides: tuple[int, int, int] = (16, 16, 16),
         gate: str = "linear",
+        components: dict[str, bool] | None = None,
     ) -> DecoderConfig:
-        """ETRIS's sizes ("paper") or the reduced ones for the offline backbone ("tiny")."""
+        """ETRIS's sizes ("paper") or the reduced ones for the offline backbone ("tiny"); `components` turns
+        parts of COMPONENTS off."""
         if scale not in _SIZES:
             raise UserError(f"unknown decoder scale '{scale}'; choose one of {', '.join(_SIZES)}")
+        check_components(components or {})
         return cls(
             in_channels=tuple(tap_widths),
             word_dim=text_width,
@@ -105,7 +113,17 @@ class DecoderConfig:
             tap_strides=tuple(tap_strides),
             gate=gate,
             **_SIZES[scale],
+            **(components or {}),
         )
+
+
+def check_components(components: dict[str, object]) -> None:
+    """UserError unless every key is a decoder component and every value a bool."""
+    for key, value in components.items():
+        if key not in COMPONENTS:
+            raise UserError(f"unknown decoder component '{key}'; choose from {', '.join(COMPONENTS)}")
+        if not isinstance(value, bool):
+            raise UserError(f"decoder component {key}={value!r}: expected true or false")
 
 
 def conv_bn_relu(in_dim: int, out_dim: int, kernel: int = 1, stride: int = 1, padding: int = 0) -> nn.Module:
@@ -207,6 +225,20 @@ class HierarchicalAlignment(nn.Module):
         return level * attended.transpose(1, 2).reshape(b, c, h, w)
 
 
+class LastTapOnly(nn.Module):
+    """Table 6's "without hierarchical alignment": the last (image-head) tap alone, moved to the middle grid
+    and projected, with no other level and no sentence gate."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        _, mid, coarse = config.tap_strides
+        self.project = _resample_to_middle(config.in_channels[2], config.vis_dim, coarse // mid, upsample=True)
+
+    def forward(self, visual: list[Tensor], sentence: Tensor) -> Tensor:
+        del sentence
+        return self.project(visual[2])
+
+
 class GlobalAlignmentLayer(nn.Module):
     """Pre-norm layer; each attention output is also normalised before the residual add (as ETRIS)."""
 
@@ -293,14 +325,16 @@ class RISDecoder(nn.Module):
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.hierarchical = HierarchicalAlignment(config)
-        self.global_alignment = GlobalAlignment(config)
+        self.hierarchical = HierarchicalAlignment(config) if config.hierarchical_alignment else LastTapOnly(config)
+        self.global_alignment = GlobalAlignment(config) if config.global_alignment else None
         self.projector = Projector(config)
 
     def forward(self, visual: list[Tensor], words: Tensor, pad_mask: Tensor, sentence: Tensor) -> Tensor:
         self._check_inputs(visual, words, pad_mask, sentence)
         fused = self.hierarchical(visual, sentence)
-        return self.projector(self.global_alignment(fused, words, pad_mask), sentence)
+        if self.global_alignment is not None:
+            fused = self.global_alignment(fused, words, pad_mask)
+        return self.projector(fused, sentence)
 
     def _check_inputs(self, visual: list[Tensor], words: Tensor, pad_mask: Tensor, sentence: Tensor) -> None:
         cfg = self.config

@@ -67,11 +67,12 @@ class RISModel(nn.Module):
         self.image_tower_224 = backbone.image_tower_parameters(PAPER_RATIO_IMAGE_SIZE)
 
     @classmethod
-    def build(cls, backbone_config: BackboneConfig, decoder_scale: str, gate: str = "linear") -> RISModel:
+    def build(cls, backbone_config: BackboneConfig, decoder_scale: str, gate: str = "linear",
+              decoder_components: dict[str, bool] | None = None) -> RISModel:
         backbone = Backbone(backbone_config)
         decoder_config = DecoderConfig.for_backbone(
             backbone.tap_widths, backbone.text_width, backbone.embed_dim, scale=decoder_scale,
-            tap_strides=backbone.tap_strides, gate=gate,
+            tap_strides=backbone.tap_strides, gate=gate, components=decoder_components,
         )
         return cls(backbone, RISDecoder(decoder_config))
 

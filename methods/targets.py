@@ -52,7 +52,8 @@ WRAPPED = "inner"  # attribute under which a wrapping method (adapter, prompt) k
 
 
 def _role(name: str) -> str | None:
-    name = name.replace(f".{WRAPPED}.", ".")  # a wrapped block or attention keeps its layers' roles
+    while f".{WRAPPED}." in name:  # a wrapped block or attention keeps its layers' roles, however deep
+        name = name.replace(f".{WRAPPED}.", ".")
     for suffix, role in _SUFFIX_ROLE.items():
         if name == suffix or name.endswith("." + suffix):
             return role
@@ -79,15 +80,24 @@ def select_linears(clip: nn.Module, towers: str, targets: Sequence[str]) -> dict
     return chosen
 
 
+def unwrapped(module: nn.Module) -> nn.Module:
+    """The original module inside any wrappers (a prompted block, an adapter around a sublayer)."""
+    while hasattr(module, WRAPPED):
+        module = getattr(module, WRAPPED)
+    return module
+
+
 def tower_blocks(backbone: Backbone, towers: str) -> list[tuple[str, nn.Module]]:
-    """(tower, block) for the transformer blocks of the chosen towers; a ResNet image tower has none."""
+    """(tower, block) for the transformer blocks of the chosen towers; a ResNet image tower has none.
+
+    Blocks another method wrapped (VPT's prompted blocks) are returned unwrapped, so methods compose."""
     if towers not in TOWERS:
         raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
     blocks: list[tuple[str, nn.Module]] = []
     if towers in ("image", "both") and backbone.kind == "vit":
-        blocks += [("image", block) for block in backbone.image_stages]
+        blocks += [("image", unwrapped(block)) for block in backbone.image_stages]
     if towers in ("text", "both"):
-        blocks += [("text", block) for block in backbone.text_blocks]
+        blocks += [("text", unwrapped(block)) for block in backbone.text_blocks]
     if not blocks:
         raise UserError(f"towers={towers}: {backbone.config.arch} has no transformer blocks there "
                         "(a ResNet image tower is adapted through its text tower only)")

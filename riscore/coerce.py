@@ -6,6 +6,7 @@ Parsing by the annotation rather than by the default's value means `int | None =
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 import typing
@@ -17,8 +18,10 @@ NONE_WORDS = ("none", "null")
 
 
 def field_types(config_cls: type) -> dict[str, Any]:
-    """The resolved annotation of every field of a dataclass (`from __future__ import annotations` safe)."""
-    return typing.get_type_hints(config_cls)
+    """The resolved annotation of every field of a dataclass (`from __future__ import annotations` safe);
+    class variables are not fields."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -287,3 +287,59 @@ def test_paper_scale_vit_b16_forward_backward_on_cpu() -> None:
     print(f"paper-scale bridger fwd+bwd: {seconds:.1f} s, peak RSS +{rss_delta_mib:.0f} MiB")
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.backbone.bridge.parameters())
+
+
+# ETRIS's ablation tables (RN101, Bridger parameters in M) in terms of the Bridger's options
+PAPER_ABLATION_COUNTS = [
+    ({"fusion_stages": 1, "skip_last": 2}, 0.43), ({"fusion_stages": 2, "skip_last": 1}, 0.72),  # Table 4
+    ({}, 1.94), ({"fusion_stages": 1, "skip_last": 1}, 0.29), ({"fusion_stages": 2}, 1.51),
+    ({"fusion_stages": 1}, 1.22),
+    ({"zoom": "conv+interpolate"}, 1.45),  # Table 5 (linear: below; its size depends on the image size)
+    *[({"width": w, "ffn_width": 128}, m) for w, m in [(8, 0.22), (16, 0.45), (32, 0.92), (64, 1.94), (128, 4.28)]],
+]
+
+
+@pytest.mark.parametrize("options, paper", PAPER_ABLATION_COUNTS)
+def test_ablation_knobs_reproduce_the_papers_counts(rn101: Backbone, options, paper) -> None:
+    # the paper gives 0.01M; some of its figures are truncated (0.7267 -> 0.72, 0.2977 -> 0.29), others rounded
+    assert abs(count(build_bridger(rn101, BridgerConfig(**options))) / 1e6 - paper) < 0.008
+
+
+def test_linear_zoom_count_matches_the_paper_at_416_pixels() -> None:
+    assert round(count(build_bridger(make_backbone("RN101", 416), BridgerConfig(zoom="linear"))) / 1e6, 2) == 5.77
+
+
+def test_skip_last_moves_the_window_of_bridgers_toward_the_input(rn101: Backbone) -> None:
+    from methods.bridger import stage_pairs
+
+    assert stage_pairs(rn101, BridgerConfig(fusion_stages=1, skip_last=2)) == ((1, 3),)
+    assert stage_pairs(rn101, BridgerConfig(fusion_stages=2, skip_last=1)) == ((1, 3), (2, 7))
+    assert stage_pairs(rn101, BridgerConfig(fusion_stages=1, skip_last=1)) == ((2, 7),)
+
+
+@pytest.mark.parametrize("zoom", ["conv+interpolate", "linear", "mlp"])
+def test_every_zoom_trains_end_to_end_on_vit_and_resnet(tiny_model: RISModel, rn50_model: RISModel, zoom) -> None:
+    for base in (tiny_model, rn50_model):
+        model = adapted(base, zoom=zoom)
+        images = torch.rand(2, 3, 64, 64)
+        loss = segmentation_loss(model(images, model.backbone.tokenize(EXPRS)), torch.ones(2, 64, 64))
+        loss.backward()
+        assert all(p.grad is not None for p in model.backbone.bridge.parameters())
+
+
+def test_added_options_leave_the_identity_of_earlier_runs_alone() -> None:
+    from riscore.identity import config_identity
+
+    assert not {"zoom", "skip_last", "ffn_width"} & set(config_identity(BridgerConfig()))
+    assert config_identity(BridgerConfig(zoom="mlp"))["zoom"] == "mlp"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"zoom": "deconv"}, "zoom must be one of conv\\+deconv"),
+    ({"skip_last": "1"}, "skip_last 1 needs fusion_stages \\+ skip_last <= num_stages"),
+    ({"skip_last": "1", "image_stages": "1"}, "skip_last 1 needs"),
+    ({"ffn_width": "0"}, "ffn_width must be positive"),
+])
+def test_bad_ablation_options_are_named(options, message) -> None:
+    with pytest.raises(UserError, match=message):
+        get_method("bridger").make_config(options)

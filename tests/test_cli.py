@@ -105,8 +105,10 @@ def test_list_methods_shows_every_option_with_its_default_without_building_a_mod
     for name in list_methods():
         (row,) = [k for k, line in enumerate(lines) if line.split()[:1] == [name]]
         options = lines[row + 1].split("options: ")[1]
-        fields = dataclasses.fields(get_method(name).config_cls)
-        assert options.split() == ([f"{f.name}={_typed(f.default)}" for f in fields] or ["none"])
+        parts = name.split("+")  # a combination lists its parts' options as part.option
+        expected = [f"{part + '.' if len(parts) > 1 else ''}{f.name}={_typed(f.default)}"
+                    for part in parts for f in dataclasses.fields(get_method(part).config_cls)]
+        assert options.split() == (expected or ["none"])
 
 
 def _typed(default) -> str:

@@ -53,6 +53,8 @@ OPTIONS: dict[str, Any] = {
     "--seeds": lambda r: ["-1", "a", ",", "1,,x", str(2**32), "1.5"],
     "--shard": lambda r: ["1/1", "x", "-1/2", "2", "0/0", "3/2", junk(r)],
     "--jobs": lambda r: ["0", "-2", "1.5", "", "Auto", "nan", junk(r)],
+
+    "--table": lambda r: ["0", "9", "-1", "x", junk(r)],
     "--image-size": INT1, "--text-len": INT1, "--batch-size": INT1, "--steps": INT1, "-n": INT1,
     "--warmup": INT1, "--repeats": INT1, "--backbone": lambda r: [junk(r) + "q", "RN5O"],
     "--sweep-image-size": lambda r: ["0", "a", "-3", "1,x", ","], "--sweep-batch-size": lambda r: ["0", "-1,2"],

@@ -245,3 +245,31 @@ def test_attention_gate_is_the_affine_map_of_the_sentence_and_its_query_key_neve
 def test_linear_gate_keeps_the_module_names_of_earlier_saved_models():
     names = {n for n in small_decoder().state_dict() if n.startswith("hierarchical.gates")}
     assert names == {f"hierarchical.gates.{i}.{kind}" for i in range(3) for kind in ("weight", "bias")}
+
+@pytest.mark.parametrize("tap_strides, sizes", [((16, 16, 16), (8, 8, 8)), ((8, 16, 32), (16, 8, 4))])
+@pytest.mark.parametrize("component", ["hierarchical_alignment", "global_alignment"])
+def test_a_removed_component_is_gone_and_the_logits_keep_their_shape(tap_strides, sizes, component):
+    torch.manual_seed(0)
+    config = DecoderConfig(in_channels=(24, 20, 16), tap_strides=tap_strides, dropout=0.0, **SMALL,
+                           **{component: False})
+    decoder, full = RISDecoder(config).eval(), small_decoder(tap_strides=tap_strides)
+    visual, words, pad_mask, sentence = inputs(decoder, sizes)
+    logits = decoder(visual, words, pad_mask, sentence)
+    assert logits.shape == full(visual, words, pad_mask, sentence).shape
+    assert sum(p.numel() for p in decoder.parameters()) < sum(p.numel() for p in full.parameters())
+    if component == "global_alignment":  # the words no longer reach the mask except through the sentence
+        assert decoder.global_alignment is None
+        other = torch.randn_like(words)
+        torch.testing.assert_close(decoder(visual, other, pad_mask, sentence), logits)
+    else:  # only the last tap is read
+        moved = [visual[0] + 1, visual[1] - 1, visual[2]]
+        torch.testing.assert_close(decoder(moved, words, pad_mask, sentence), logits)
+
+
+def test_unknown_components_and_non_bool_values_are_refused():
+    from methods.decoder import check_components
+
+    with pytest.raises(UserError, match="unknown decoder component 'projector'; choose from hierarchical_alignment"):
+        check_components({"projector": False})
+    with pytest.raises(UserError, match="global_alignment=1: expected true or false"):
+        check_components({"global_alignment": 1})

@@ -133,6 +133,25 @@ def test_paper_page_shows_a_paper_suite_run_beside_the_paper(tmp_path):
     assert "| 61.00 | 62.00 | 63.00 |" in row and "1 ok" in row
 
 
+def test_paper_page_has_every_table_and_fills_ablation_rows_from_their_runs(tmp_path):
+    """Table 6's 'w/o Bridger' is frozen on the shapes analog; a decoder-ablation run is a row of its own and
+    does not become the suite's budget (which would hide every other run)."""
+    shapes = dataclasses.replace(SUITE, name="shapes", lr_grid=(1e-3,))
+    root = tmp_path / "results"
+    for seed, miou in ((0, 25.0), (1, 26.0), (2, 27.0)):
+        write(root, make_record("frozen", seed=seed, lr=1e-3, miou=miou, suite=shapes), "a")
+    ablated = dataclasses.replace(shapes, decoder_options={"global_alignment": False})
+    write(root, make_record("frozen", seed=0, lr=1e-3, miou=10.0, suite=ablated, started="2026-02-01"), "b")
+    pages = build(root)
+    page = pages[Path("paper.md")]
+    assert all(f"## Table {n}:" in page for n in range(2, 9))
+    without_bridger = next(line for line in page.splitlines() if line.startswith("| w/o Bridger"))
+    assert "67.73" in without_bridger and "not run" in without_bridger and "26.00 ± 1.00" in without_bridger
+    assert "python -m benchmarks sweep --table 6 --suite paper-rn101" in page
+    board = pages[Path("shapes/leaderboard.md")]
+    assert "26.00" in board and "10.00" not in board.split("## ")[1]
+
+
 def test_report_is_byte_identical_when_regenerated(results, tmp_path):
     first = write_report(results, tmp_path / "one")
     second = write_report(results, tmp_path / "two")

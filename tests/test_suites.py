@@ -142,3 +142,15 @@ def test_dataset_options_take_a_toml_inline_table_from_the_command_line():
     for bad in ("min_objects = 3", "{min_objects", "3"):
         with pytest.raises(UserError, match="expected a TOML inline table"):
             suite.replace({"dataset_options": bad})
+
+
+def test_decoder_options_switch_components_off_and_leave_the_default_identity_alone():
+    from benchmarks.build import build_base_model
+
+    base = load_suite("smoke")
+    ablated = base.replace({"decoder_options": "{global_alignment = false}"})
+    assert "decoder_options" not in base.identity() and ablated.identity()["decoder_options"] == {
+        "global_alignment": False}
+    assert build_base_model(ablated).decoder.global_alignment is None
+    with pytest.raises(UserError, match="decoder_options unknown decoder component 'neck'"):
+        base.replace({"decoder_options": "{neck = false}"})

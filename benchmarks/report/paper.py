@@ -7,13 +7,17 @@ not measured says "not run" rather than being left out.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
 import pandas as pd
 
+from benchmarks.paper_tables import ANALOG_SUITE, PAPER_SUITE, TABLES, PaperTable, Row
 from benchmarks.report.markdown import Column, paper_ratio_column, table
-from benchmarks.report.runs import aggregate, current_budget, leaderboard_runs
+from benchmarks.report.runs import aggregate, current_budget, leaderboard_runs, run_variant
+from methods import get_method
+from riscore.identity import config_identity
 
 NOT_RUN = "not run"
 BENCHMARKS = (("refcoco", ("val", "testA", "testB")), ("refcoco+", ("val", "testA", "testB")),
@@ -87,6 +91,51 @@ def accuracy_table(runs: pd.DataFrame) -> str:
     return table(pd.DataFrame(rows), columns)
 
 
+def row_variant(row: Row) -> str:
+    """The variant name the report gives this row's runs (method options and decoder components)."""
+    config = json.loads(json.dumps(config_identity(get_method(row.method).make_config(row.options))))
+    return run_variant(row.method, config, {"decoder_options": row.decoder_options})
+
+
+def _measured(runs: pd.DataFrame, suite: str) -> pd.DataFrame:
+    suite_runs = runs[runs["suite"] == suite] if not runs.empty else runs
+    if not len(suite_runs):
+        return pd.DataFrame()
+    return aggregate(leaderboard_runs(current_budget(suite_runs)), ["val/mIoU", "added"])
+
+
+def ablation_table(number: int, runs: pd.DataFrame) -> list[str]:
+    """One of Tables 2, 4-8: the paper's numbers, then this project's val mIoU (mean ± std over seeds) on the
+    paper suite and on its shapes analog, or `not run`, with the command that fills them."""
+    spec: PaperTable = TABLES[number]
+    measured = {suite: _measured(runs, suite) for suite in (PAPER_SUITE, ANALOG_SUITE)}
+    rows = []
+    for row in spec.rows:
+        cells = {"row": row.label, **{f"paper {c}": "–" if v is None else f"{v:g}"
+                                      for c, v in zip(spec.columns, row.paper, strict=True)}}
+        for suite, agg in measured.items():
+            found = agg[(agg["method"] == row.method) & (agg["variant"] == row_variant(row))] if len(agg) else agg
+            cells[suite] = Column("val/mIoU", "", with_std=True).text(found.iloc[0]) if len(found) else NOT_RUN
+        rows.append(cells)
+    columns = [Column("row", "row", left=True), *(Column(f"paper {c}", f"ETRIS: {c}") for c in spec.columns),
+               Column(PAPER_SUITE, f"risbench `{PAPER_SUITE}` val mIoU", left=True),
+               Column(ANALOG_SUITE, f"risbench `{ANALOG_SUITE}` analog val mIoU", left=True)]
+    return [f"## Table {number}: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
+            f"`not run` cells fill with `{spec.command(PAPER_SUITE)}` (GPU and RefCOCO data) and "
+            f"`{spec.command(ANALOG_SUITE)}` (CPU). Whether the shapes analog agrees with the paper's direction "
+            "is stated once its rows have run.", ""]
+
+
+def counts_table() -> list[str]:
+    spec = TABLES[3]
+    rows = [{"row": r.label, **dict(zip(spec.columns, r.paper, strict=True))} for r in spec.rows]
+    columns = [Column("row", "row", left=True), *(Column(c, f"ETRIS: {c} (M)", digits=2) for c in spec.columns)]
+    return [f"## Table 3: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
+            "risbench's Bridger counts equal the released ETRIS code's (RN50 and RN101 1.94 M, ViT-B/16 0.60 M at "
+            "width 64, 1.39 M at 128; tested); the decoder and totals at random init: "
+            "`python -m benchmarks bench --list-methods --counts` and the efficiency table below.", ""]
+
+
 def efficiency_table(profiles: list[dict]) -> str | None:
     """Per method at paper scale (ViT-B/16 and ResNets, 416 px): parameters, GFLOPs, and where profiled on a
     device, memory and speed; from `profile` documents saved under results/profile/."""
@@ -124,7 +173,9 @@ def page(runs: pd.DataFrame, profiles: list[dict]) -> str:
              "mIoU (%) on the RefCOCO family. Published rows quote the papers; risbench rows are the mean ± std "
              "over seeds of this project's runs of the paper suites (RefCOCO only; they need a GPU and the "
              "RefCOCO files), or `not run`. `tunable` counts parameters added to the backbone (the paper's "
-             "measure), in millions.", "", accuracy_table(runs), "", "## Efficiency at paper scale", ""]
+             "measure), in millions.", "", accuracy_table(runs), "", *counts_table(),
+             *(line for number in (2, 4, 5, 6, 7, 8) for line in ablation_table(number, runs)),
+             "## Efficiency at paper scale", ""]
     efficiency = efficiency_table(profiles)
     if efficiency is None:
         lines += ["not run: profile a paper suite with `nox -s profile -- --suite paper-vitb16 --out "

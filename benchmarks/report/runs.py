@@ -24,6 +24,7 @@ from benchmarks.store import STATUSES
 from benchmarks.suites import identity_of
 from benchmarks.sweep import pick_lr
 from methods import get_method, list_methods
+from riscore.identity import config_identity
 
 SPLIT_METRICS = ("mIoU", "oIoU", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
 COST_COLUMNS = ("trainable", "total", "ratio_trainable", "added", "ratio_added", "ratio_paper", "gflops_per_image",
@@ -32,11 +33,21 @@ COST_COLUMNS = ("trainable", "total", "ratio_trainable", "added", "ratio_added",
 
 def default_config(method: str) -> dict[str, Any] | None:
     """The registered default config of a method as plain data, or None for a method no longer registered."""
-    import dataclasses
-
     if method not in list_methods():
         return None
-    return json.loads(json.dumps(dataclasses.asdict(get_method(method).make_config())))
+    return json.loads(json.dumps(config_identity(get_method(method).make_config())))
+
+
+# Suite keys that are an ablation axis (a row of its own, like a method option), not the suite's budget
+ABLATION_KEYS = ("decoder_options",)
+
+
+def run_variant(method: str, method_config: dict[str, Any], suite: dict[str, Any]) -> str:
+    """The method's variant, plus any decoder component the suite turned off (`decoder.global_alignment=false`):
+    such runs are rows beside the suite's others, not a new budget."""
+    decoder = [f"decoder.{k}={plain(v)}" for k, v in sorted((suite.get("decoder_options") or {}).items())]
+    variant = variant_of(method, method_config)
+    return ", ".join(([] if variant == "default" else [variant]) + decoder) if decoder else variant
 
 
 def variant_of(method: str, config: dict[str, Any]) -> str:
@@ -75,7 +86,7 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "path": str(path), "suite": info["suite"], "budget": _fingerprint(suite),
         "started_at": info["started_at"] or "", "method": info["method"],
-        "variant": variant_of(info["method"], info["method_config"]),
+        "variant": run_variant(info["method"], info["method_config"], suite),
         "lr": float(info["lr"]), "seed": info["seed"], "status": info["status"], "error": info["error"],
         "off_budget": bool(info["off_budget"]), "search_split": suite["lr_search_split"],
         "lr_grid": tuple(float(v) for v in suite["lr_grid"]), "suite_lr": float(suite["lr"]),
@@ -127,7 +138,8 @@ def _showcase(path: Path, split: str, metrics: dict[str, Any]) -> showcase.Showc
 
 def _fingerprint(suite: dict[str, Any]) -> str:
     """Short hash of a suite's resolved settings: records made under an edited suite file differ here."""
-    return hashlib.sha256(json.dumps(identity_of(suite), sort_keys=True).encode()).hexdigest()[:8]
+    settings = {k: v for k, v in identity_of(suite).items() if k not in ABLATION_KEYS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def current_budget(frame: pd.DataFrame) -> pd.DataFrame:

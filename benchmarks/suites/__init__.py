@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmarks import validate
 from benchmarks.data import build_dataset, check_dataset, check_dataset_name, check_split
+from methods.decoder import check_components
 from riscore.choices import ATTNPOOLS, GATES
 from riscore.coerce import coerce, conform, field_types
 from riscore.errors import UserError, did_you_mean
@@ -33,6 +34,7 @@ ADDED_KEY_DEFAULTS: dict[str, Any] = {
     "target": "binary",
     "select_every": 0,
     "select_split": "val",
+    "decoder_options": {},  # every decoder component on (ETRIS's Table 6 turns them off)
 }
 
 SUITE_DIR = Path(__file__).parent
@@ -71,6 +73,7 @@ class Suite:
     attnpool: str = "clip"  # ResNet head: "clip" or "etris" (ETRIS's connect branch, per-forward grid resize)
     train_batchnorm: bool = False  # CLIP's BatchNorm on batch statistics in training for every method (ETRIS)
     gate: str = "linear"  # decoder neck gate: "linear" or "attention" (ETRIS's one-token cross-attention)
+    decoder_options: dict[str, Any] = field(default_factory=dict)  # e.g. {global_alignment = false}
     # optimisation
     batch_size: int = 32
     steps: int = 100
@@ -137,6 +140,10 @@ class Suite:
                              ("target", TARGETS)):
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        try:
+            check_components(self.decoder_options)
+        except UserError as exc:
+            raise bad("decoder_options", f"{exc}") from None
         if not self.eval_splits or not self.seeds or not self.lr_grid:
             raise bad("eval_splits/seeds/lr_grid", "must not be empty")
         if self.select_split.startswith("test") or self.select_split == self.train_split:
