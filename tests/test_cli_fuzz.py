@@ -95,6 +95,8 @@ def bad_suite_values(rng: random.Random, key: str, annotation: Any) -> list[Any]
         return [junk(rng), 3, [], [rng.choice(element)]]
     if text.startswith("dict"):
         return [3, "x", [1], {"colour": 1}]
+    if "bool" in text:
+        return [1, "true", [True], 0.5]
     if "int" in text:
         return [True, 1.5, "3", [1], -rng.randint(1, 100)]
     if "float" in text:
