@@ -246,3 +246,23 @@ def test_runs_of_seeds_outside_the_suite_are_counted_beside_the_leaderboard_not_
             assert "2 runs of seeds outside the suite's seeds (5, 7) are not in the tables." in page
             page = page.replace("\n2 runs of seeds outside the suite's seeds (5, 7) are not in the tables.", "")
         assert page == before[Path(name)], name
+
+
+def test_paper_efficiency_table_keeps_one_row_per_device_and_precision():
+    """A GPU document (bf16 and fp16 rows) beside a CPU one: every measurement setting keeps its row."""
+    from benchmarks.report.paper import efficiency_table
+
+    def row(device: str, precision: str, speed: float) -> dict:
+        return {"method": "bridger", "backbone": "ViT-B-16", "image_size": 416, "batch_size": 32,
+                "params": {"trainable": 2e7, "added": 6e5, "ratio_added": 0.004, "ratio_paper": 0.007},
+                "gflops_per_image": 100.0, "train_gflops_per_image": 300.0, "device": device,
+                "precision": precision, "throughput": {"train_images_per_s": speed}}
+
+    profiles = [{"suite": "paper-vitb16", "rows": [row("NVIDIA H200", "bf16", 300.0),
+                                                   row("NVIDIA H200", "fp16", 310.0)]},
+                {"suite": "paper-vitb16", "rows": [row("cpu (test)", "fp32", 2.0)]}]
+    lines = [line for line in efficiency_table(profiles).splitlines() if "| bridger" in line]
+    assert len(lines) == 3
+    cells = [{c.strip() for c in line.split("|")} for line in lines]
+    assert sorted(("NVIDIA H200" in c, ({"bf16", "fp16", "fp32"} & c).pop()) for c in cells) == [
+        (False, "fp32"), (True, "bf16"), (True, "fp16")]

@@ -152,18 +152,20 @@ def efficiency_table(profiles: list[dict]) -> str | None:
                 "ratio_paper": 100 * row["params"].get("ratio_paper", math.nan),
                 "gflops": row["gflops_per_image"], "train_gflops": row["train_gflops_per_image"],
                 "memory": memory.get("train_peak_mb", NOT_RUN), "speed": speed.get("train_images_per_s", NOT_RUN),
-                "device": row.get("device", "?"),
+                "device": row.get("device", "?"), "precision": row.get("precision", "?"),
             })
     if not rows:
         return None
-    frame = pd.DataFrame(rows).sort_values(["suite", "batch", "method"]).drop_duplicates(
-        ["suite", "method", "batch"], keep="last")
+    # one row per measurement setting: a GPU document and a CPU one, or bf16 and fp16 rows, all stay
+    key = ["suite", "device", "precision", "batch", "method"]
+    frame = pd.DataFrame(rows).sort_values(key).drop_duplicates(key, keep="last")
     columns = [Column("suite", "suite", left=True), Column("method", "method", left=True),
                Column("trainable", "trainable (M)", 3),
                Column("added", "added (M)", 3), Column("ratio_added", "added / CLIP (%)", 2),
                *paper_ratio_column(frame, scale=1),
                Column("gflops", "inference GFLOPs / image", 1), Column("train_gflops", "training GFLOPs / image", 1),
-               Column("batch", "batch", 0), Column("memory", "peak train memory (MB)", 0),
+               Column("batch", "batch", 0), Column("precision", "precision", left=True),
+               Column("memory", "peak train memory (MB)", 0),
                Column("speed", "train images / s", 1), Column("device", "device", left=True)]
     return table(frame, columns)
 
