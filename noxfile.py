@@ -76,22 +76,23 @@ def _versions(python: str) -> str:
     return subprocess.run([python, "-c", code, *names], check=True, capture_output=True, text=True).stdout.strip()
 
 
+def _pytest(session: nox.Session, python: str, default: list[str]) -> None:
+    session.log(f"versions: {_versions(python)}")
+    session.run(python, "-m", "pytest", *(session.posargs or ["-n", "2", "--benchmark-disable", *default]),
+                external=True)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (CPU, offline). Extra arguments go to pytest."""
-    python = _python()
-    session.log(f"versions: {_versions(python)}")
-    args = session.posargs or ["-n", "2", "--benchmark-disable"]
-    session.run(python, "-m", "pytest", *args, external=True)
+    _pytest(session, _python(), [])
 
 
 @nox.session
 def tests_oldest(session: nox.Session) -> None:
-    """The test suite with every direct dependency at the lowest version pyproject.toml allows."""
-    python = _python(OLDEST_VENV, lower_bounds())
-    session.log(f"versions: {_versions(python)}")
-    args = session.posargs or ["-n", "2", "--benchmark-disable"]
-    session.run(python, "-m", "pytest", *args, external=True)
+    """The test suite with every direct dependency at the lowest version pyproject.toml allows, less the tests of
+    process control (signals, kills, locks, worker pools: the project's own logic, run by `tests`)."""
+    _pytest(session, _python(OLDEST_VENV, lower_bounds()), ["-m", "not processes"])
 
 
 @nox.session

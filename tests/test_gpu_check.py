@@ -12,6 +12,7 @@ from benchmarks.data.synthetic_refer import COLOURS, write_synthetic_refer
 from benchmarks.suites import PRECISIONS
 
 
+@pytest.mark.processes
 def test_tiny_check_writes_the_profile_document_records_and_summary(tmp_path, monkeypatch, capsys):
     """Every stage through real CLI subprocesses (bridger alone benched: each process start costs seconds)."""
     monkeypatch.setattr(gpu_check, "BENCH_METHODS", ("bridger",))

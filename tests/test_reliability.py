@@ -67,6 +67,7 @@ def reference(tmp_path_factory) -> dict:
     return records(root)[0]
 
 
+@pytest.mark.processes
 def test_an_interrupt_mid_step_checkpoints_the_last_whole_step_and_resumes_exactly(tmp_path, monkeypatch, capsys,
                                                                                    reference):
     """Before, the interrupt checkpoint held step 2's weights with step 3's RNG (its dropout masks drawn)."""
@@ -84,6 +85,7 @@ def test_an_interrupt_mid_step_checkpoints_the_last_whole_step_and_resumes_exact
 
 @pytest.mark.parametrize("damage", ["truncate safetensors", "truncate pt", "pointer to a missing step",
                                     "wrong tensor shape"])
+@pytest.mark.processes
 def test_an_unusable_checkpoint_is_reported_once_and_the_run_restarts(tmp_path, monkeypatch, capsys, damage,
                                                                       reference):
     """Before, each of these made every retry a `failed` record (exit 1) until the folder was deleted by hand."""
@@ -148,6 +150,7 @@ def test_sigterm_during_start_up_exits_130(tmp_path):
     assert not records(tmp_path)
 
 
+@pytest.mark.processes
 def test_a_write_failure_is_one_clear_error_and_leaves_no_partial_file(tmp_path):
     """`ulimit -f 64`: before, a traceback and a `failed` record."""
     def limit():
@@ -185,6 +188,7 @@ def test_orphaned_temporary_files_are_removed_when_the_store_opens(tmp_path):
     assert not orphan.exists() and not old_style.exists() and in_progress.exists()
 
 
+@pytest.mark.processes
 def test_a_second_identical_run_waits_for_the_first_then_finds_its_record(tmp_path):
     """Before, two identical benches both trained the whole run."""
     from benchmarks.cli import build_parser, resolve_spec

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks.cli import main
@@ -54,6 +55,7 @@ def comparable(record: dict) -> tuple:
     return metrics, losses, anytime
 
 
+@pytest.mark.processes
 def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
     assert main(bench_args(tmp_path, "reference")) == 0
     reference = only_record(tmp_path / "reference")
@@ -69,6 +71,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
     assert not list((tmp_path / "killed" / "ckpt").rglob("*.safetensors"))  # cleaned up once recorded
 
 
+@pytest.mark.processes
 def test_sigterm_records_interrupted_then_resumes(tmp_path):
     proc = start_and_stop_at(tmp_path, "stopped", 5, signal.SIGTERM)
     assert proc.returncode == 130

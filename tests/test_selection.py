@@ -123,6 +123,7 @@ def comparable(record: dict) -> tuple:
             selection, without_timings(record["selection"]["results"]))
 
 
+@pytest.mark.processes
 def test_a_killed_etris_protocol_run_resumes_to_the_same_record(tmp_path, no_flops, capsys):
     from test_resume import checkpoint_step
 
@@ -152,6 +153,7 @@ def test_a_killed_etris_protocol_run_resumes_to_the_same_record(tmp_path, no_flo
     assert comparable(read_record(path)) == comparable(reference)
 
 
+@pytest.mark.processes
 def test_an_interrupt_in_a_selection_step_resumes_with_that_steps_evaluation(tmp_path, monkeypatch, no_flops):
     """The interrupt waits for the step's end, then skips its evaluations: the resumed run must make them up."""
     from test_reliability import interrupt_at_step

@@ -84,6 +84,7 @@ def tiny_suite_file(folder: Path, **changed: str) -> Path:
     return suite_file
 
 
+@pytest.mark.processes
 def test_killed_sweep_restarts_without_repeating_finished_runs(tmp_path):
     """Killed with SIGKILL: its workers, told by the kernel that their parent died, record and stop."""
     out = tmp_path / "results"
@@ -110,6 +111,7 @@ def test_killed_sweep_restarts_without_repeating_finished_runs(tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in done_before.items())  # finished runs not repeated
 
 
+@pytest.mark.processes
 def test_concurrent_shards_write_every_record_once_and_leave_nothing_to_redo(tmp_path):
     """Four shard processes on one results folder, as a Slurm array or `&` would start them."""
     suite_file = tiny_suite_file(tmp_path, steps="2", batch_size="2", eval_limit="2", lr_grid="[1e-3, 3e-3]",
@@ -202,6 +204,7 @@ def _metrics(record):
             "threads": record["meta_info"]["threads"]}
 
 
+@pytest.mark.processes
 def test_two_workers_write_the_records_of_the_same_runs_made_one_after_another(tmp_path, capsys):
     """issue 20: `--jobs 2` (1 thread each) against the same sweep in this process with 1 thread."""
     suite = SUITE.replace({"steps": 3, "eval_limit": 4, "eval_every": 2})
@@ -219,6 +222,7 @@ def test_two_workers_write_the_records_of_the_same_runs_made_one_after_another(t
         assert serial["threads"] == 1 and serial == records[2][path], path
 
 
+@pytest.mark.processes
 def test_ctrl_c_stops_every_worker_with_whole_records_and_checkpoints(tmp_path):
     """Ctrl-C reaches the whole process group: each worker records its run as interrupted, with a checkpoint
     at the step it recorded, the sweep exits 130 and no process of it is left."""

@@ -73,6 +73,7 @@ def test_workers_run_jobs_at_once_in_their_own_processes_with_the_given_threads(
         assert {pid for _, (pid, _) in pool.run(job, [(f"one-{k}", str(tmp_path)) for k in range(2)])} == {os.getpid()}
 
 
+@pytest.mark.processes
 def test_dead_workers_are_reported_and_replaced(tmp_path):
     with Pool(2, threads=1) as pool:
         done = dict(pool.run(job, [(kind, str(tmp_path)) for kind in ("die", "die-too", "after")]))
@@ -81,6 +82,7 @@ def test_dead_workers_are_reported_and_replaced(tmp_path):
     assert len(dead) == 2 and done[("after", str(tmp_path))][0] not in dead | {os.getpid()}
 
 
+@pytest.mark.processes
 def test_bad_input_in_one_job_interrupts_the_others_then_is_raised(tmp_path):
     with Pool(2, threads=1) as pool, pytest.raises(UserError, match="this job's input is bad"):
         list(pool.run(job, [(kind, str(tmp_path)) for kind in ("slow", "bad")]))
@@ -88,6 +90,7 @@ def test_bad_input_in_one_job_interrupts_the_others_then_is_raised(tmp_path):
     assert all(gone(int((tmp_path / f"started-{kind}").read_text())) for kind in ("slow", "bad"))
 
 
+@pytest.mark.processes
 def test_an_interrupt_of_the_parent_alone_reaches_every_job(tmp_path):
     started = time.monotonic()
     with interrupts.handled(), Pool(2, threads=1) as pool, pytest.raises(KeyboardInterrupt):
