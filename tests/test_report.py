@@ -130,7 +130,21 @@ def test_paper_page_shows_a_paper_suite_run_beside_the_paper(tmp_path):
     write(root, make_record("full", seed=0, lr=1e-3, miou=61.0, suite=suite), "a")
     page = build(root)[Path("paper.md")]
     row = next(line for line in page.splitlines() if line.startswith("| risbench full fine-tuning | ViT-B-16"))
-    assert "| 61.00 | 62.00 | 63.00 |" in row and "1 ok" in row
+    assert "| 61.00 | 62.00 | 63.00 |" in row and "1 ok (lr search incomplete); last step" in row
+
+
+def test_paper_page_compares_the_selected_checkpoint_with_etris_and_the_leaderboard_keeps_the_last_step(tmp_path):
+    suite = dataclasses.replace(SUITE, name="paper-vitb16", eval_splits=("val", "testA", "testB"))
+    root = tmp_path / "results"
+    record = make_record("full", seed=0, lr=1e-3, miou=61.0, suite=suite)
+    record["selection"] = {"split": "val", "every": 1, "step": 2, "score": 70.0,
+                           "results": {split: {"mIoU": 70.0 + k} for k, split in enumerate(suite.eval_splits)}}
+    write(root, record, "a")
+    files = build(root)
+    row = next(line for line in files[Path("paper.md")].splitlines()
+               if line.startswith("| risbench full fine-tuning | ViT-B-16"))
+    assert "| 70.00 | 71.00 | 72.00 |" in row and "best checkpoint by ETRIS's selection" in row
+    assert rows_of(files[Path("paper-vitb16/leaderboard.md")], "Accuracy (%)")["full"][3].startswith("61.00")
 
 
 def test_paper_page_has_every_table_and_fills_ablation_rows_from_their_runs(tmp_path):

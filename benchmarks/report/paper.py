@@ -69,8 +69,8 @@ def accuracy_table(runs: pd.DataFrame) -> str:
     for backbone, suite in BACKBONE_SUITES.items():
         suite_runs = runs[runs["suite"] == suite] if not runs.empty else runs
         chosen = leaderboard_runs(current_budget(suite_runs)) if len(suite_runs) else suite_runs
-        agg = aggregate(chosen[chosen["variant"] == "default"], ["val/mIoU", "testA/mIoU", "testB/mIoU",
-                                                                 "added"]) if len(chosen) else pd.DataFrame()
+        agg = aggregate(chosen[chosen["variant"] == "default"], [*_miou_columns(), "added"]
+                        ) if len(chosen) else pd.DataFrame()
         for method, title in OURS:
             found = agg[agg["method"] == method] if len(agg) else agg
             row = {"method": f"risbench {title}", "backbone": backbone, "source": f"`{suite}` suite"}
@@ -79,9 +79,9 @@ def accuracy_table(runs: pd.DataFrame) -> str:
             if len(found):  # it ran: its numbers, or a dash where no run finished ok (the status says why)
                 got = found.iloc[0]
                 for split in ("val", "testA", "testB"):
-                    row[f"refcoco/{split}"] = Column(f"{split}/mIoU", "", with_std=True).text(got)
+                    row[f"refcoco/{split}"] = Column(as_etris(got, split), "", with_std=True).text(got)
                 row["tunable"] = "all" if method == "full" else Column("added", "", scale=1e-6).text(got)
-                row["source"] += f" ({got['runs']})"
+                row["source"] += f" ({got['runs']}{_selected_note(got)})"
             else:
                 row["tunable"] = NOT_RUN
             rows.append(row)
@@ -89,6 +89,23 @@ def accuracy_table(runs: pd.DataFrame) -> str:
                *(Column(key, title, digits=2) for key, title in _cells()),
                Column("tunable", "tunable backbone params (M)", left=True), Column("source", "source", left=True)]
     return table(pd.DataFrame(rows), columns)
+
+
+def _miou_columns(splits: tuple[str, ...] = ("val", "testA", "testB")) -> list[str]:
+    return [c for split in splits for c in (f"{split}/mIoU", f"selected:{split}/mIoU")]
+
+
+def as_etris(aggregated: pd.Series, split: str) -> str:
+    """The column that compares with ETRIS's number: the checkpoint its selection picked where the runs selected
+    one (the paper suites do), else the last step (what leaderboards show)."""
+    selected = f"selected:{split}/mIoU"
+    return selected if selected in aggregated and pd.notna(aggregated[selected]) else f"{split}/mIoU"
+
+
+def _selected_note(aggregated: pd.Series) -> str:
+    chose = [c for c in aggregated.index if c.startswith("selected:") and c.endswith("/mIoU")
+             and pd.notna(aggregated[c])]
+    return "; best checkpoint by ETRIS's selection, last step on the leaderboard" if chose else "; last step"
 
 
 def row_variant(row: Row) -> str:
@@ -101,12 +118,13 @@ def _measured(runs: pd.DataFrame, suite: str) -> pd.DataFrame:
     suite_runs = runs[runs["suite"] == suite] if not runs.empty else runs
     if not len(suite_runs):
         return pd.DataFrame()
-    return aggregate(leaderboard_runs(current_budget(suite_runs)), ["val/mIoU", "added"])
+    return aggregate(leaderboard_runs(current_budget(suite_runs)), [*_miou_columns(("val",)), "added"])
 
 
 def ablation_table(number: int, runs: pd.DataFrame) -> list[str]:
     """One of Tables 2, 4-8: the paper's numbers, then this project's val mIoU (mean ± std over seeds) on the
-    paper suite and on its shapes analog, or `not run`, with the command that fills them."""
+    paper suite (at the checkpoint ETRIS's selection picks, where the runs selected one) and on its shapes
+    analog, or `not run`, with the command that fills them."""
     spec: PaperTable = TABLES[number]
     measured = {suite: _measured(runs, suite) for suite in (PAPER_SUITE, ANALOG_SUITE)}
     rows = []
@@ -115,7 +133,8 @@ def ablation_table(number: int, runs: pd.DataFrame) -> list[str]:
                                       for c, v in zip(spec.columns, row.paper, strict=True)}}
         for suite, agg in measured.items():
             found = agg[(agg["method"] == row.method) & (agg["variant"] == row_variant(row))] if len(agg) else agg
-            cells[suite] = Column("val/mIoU", "", with_std=True).text(found.iloc[0]) if len(found) else NOT_RUN
+            cells[suite] = (Column(as_etris(found.iloc[0], "val"), "", with_std=True).text(found.iloc[0])
+                            if len(found) else NOT_RUN)
         rows.append(cells)
     columns = [Column("row", "row", left=True), *(Column(f"paper {c}", f"ETRIS: {c}") for c in spec.columns),
                Column(PAPER_SUITE, f"risbench `{PAPER_SUITE}` val mIoU", left=True),

@@ -108,6 +108,10 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         row[f"{split}/showcase"] = _showcase(path, split, metrics)
         row.update({f"{split}/kind/{kind}": v for kind, v in metrics.get("per_kind", {}).items()})
         row[f"{split}/eval_seconds"] = metrics.get("eval_seconds")
+    selection = record.get("selection") or {}  # ETRIS's checkpoint selection (suite key select_every)
+    row["selected_on"] = selection.get("split")
+    for split, metrics in (selection.get("results") or {}).items():
+        row[f"selected:{split}/mIoU"] = metrics.get("mIoU")
     for split, baselines in record.get("baselines", {}).items():
         for name, metrics in baselines.items():
             row.update({f"baseline:{name}/{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
