@@ -469,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with interrupts.handled():  # first: a SIGTERM during start-up ends in exit 130 like a later one
         try:
             args = build_parser().parse_args(argv)
+            with interrupts.deferred():  # every command needs torch; an interrupt inside its import would abort
+                import torch  # noqa: F401
             return args.handler(args)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)

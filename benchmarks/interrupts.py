@@ -1,10 +1,11 @@
-"""Ctrl-C and SIGTERM become KeyboardInterrupt, except in the middle of a training step, where they wait for the
-step to end.
+"""Ctrl-C and SIGTERM become KeyboardInterrupt, except in the middle of a training step or of importing torch, where
+they wait for its end.
 
 An interrupt that lands mid-step would otherwise leave the step half done (dropout masks drawn, weights maybe
 half updated), and the checkpoint saved on the way out would not be the state of any step: the resumed run
 would differ from an uninterrupted one. Deferring to the step's end makes the saved state exactly the state
-after the last completed step, for every method.
+after the last completed step, for every method. During torch's import its extension modules run Python code
+from C++ (pybind11), where a KeyboardInterrupt cannot unwind: the process aborts (SIGABRT) instead of exiting 130.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ _state = {"deferring": False, "pending": False}
 
 
 def request() -> None:
-    """Interrupt now (KeyboardInterrupt), or at the end of the current `whole_step`: what a signal does; sweep
+    """Interrupt now (KeyboardInterrupt), or at the end of the current `deferred` block: what a signal does; sweep
     workers call it themselves (benchmarks/workers.py)."""
     if _state["deferring"]:
         _state["pending"] = True
@@ -33,7 +34,7 @@ def _handler(signum, frame) -> None:
 
 @contextmanager
 def handled() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt (deferred inside `whole_step`) for the duration. Installed
+    """SIGINT and SIGTERM raise KeyboardInterrupt (held back inside `deferred`) for the duration. Installed
     first thing by the CLI, so a scheduler's SIGTERM during start-up also ends in exit 130."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -48,8 +49,9 @@ def handled() -> Iterator[None]:
 
 
 @contextmanager
-def whole_step() -> Iterator[None]:
-    """The body runs to its end even if interrupted; the interrupt is raised just after it."""
+def deferred() -> Iterator[None]:
+    """The body (a training step, an import of native code) runs to its end even if interrupted; the interrupt
+    is raised just after it."""
     _state["deferring"] = True
     try:
         yield

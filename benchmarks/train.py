@@ -123,7 +123,7 @@ def train(model: RISModel, net: torch.nn.Module, spec: RunSpec, optimizer: torch
     bar = tqdm(loader, desc=f"{spec.method} seed {spec.seed}", disable=not show, file=sys.stderr,
                dynamic_ncols=True, initial=progress.step, total=suite.steps)
     for batch in bar:
-        with interrupts.whole_step():  # an interrupt waits for the step's end: checkpoints hold whole steps
+        with interrupts.deferred():  # an interrupt waits for the step's end: checkpoints hold whole steps
             images = batch["image"].to(device, non_blocking=True)
             masks = batch["mask"].to(device, non_blocking=True)
             tokens = model.backbone.tokenize(batch["text"]).to(device)

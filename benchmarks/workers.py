@@ -149,12 +149,12 @@ class Pool:
             return
         try:
             while pending or self._busy:
-                with interrupts.whole_step():  # an interrupt waits until the books say who runs what
+                with interrupts.deferred():  # an interrupt waits until the books say who runs what
                     while pending and (worker := self._available()):
                         self._busy[worker] = pending[0]
                         worker.conn.send((fn, pending.popleft()))
                 ready = wait([w.conn for w in self._busy] + [w.process.sentinel for w in self._busy])
-                with interrupts.whole_step():
+                with interrupts.deferred():
                     answers = self._collect(ready)
                 for item, reply in answers:
                     if isinstance(reply, _Reply) and reply.interrupted:
