@@ -152,7 +152,12 @@ def counts_table() -> list[str]:
     return [f"## Table 3: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
             "risbench's Bridger counts equal the released ETRIS code's (RN50 and RN101 1.94 M, ViT-B/16 0.60 M at "
             "width 64, 1.39 M at 128; tested); the decoder and totals at random init: "
-            "`python -m benchmarks bench --list-methods --counts` and the efficiency table below.", ""]
+            "`python -m benchmarks bench --list-methods --counts` and the efficiency table below.", "",
+            "The paper's \"1.61% to 3.38%\" divides Bridger parameters by the image encoder of the method compared: "
+            "1.39 M / 86.19 M (CLIP ViT-B/16's image tower at 224 px) and 1.94 M / 57.31 M (CRIS-RN101's backbone). "
+            "risbench's `ratio_paper` divides by CLIP's own image tower at 224 px: 1.61% for ViT-B/16 at width 128 "
+            "(1,387,648 / 86,192,640) and 3.45% for RN101 (1,942,080 / 56,259,936), not 3.38/3.39%, because CLIP's "
+            "RN101 tower is not CRIS's 57.31 M backbone.", ""]
 
 
 def efficiency_table(profiles: list[dict]) -> str | None:
