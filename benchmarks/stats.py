@@ -75,14 +75,29 @@ def resample_counts(n: int, level: str, resamples: int = RESAMPLES) -> np.ndarra
     return counts
 
 
+def _replicate_sums(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each seed's sum over the drawn expressions in every replicate [seeds, resamples], and the seed draws
+    [resamples, seeds]: the two levels of the crossed bootstrap."""
+    n_seeds, n_items = scores.shape
+    return scores @ resample_counts(n_items, "expressions").T, resample_counts(n_seeds, "seeds")
+
+
+def _over_drawn_seeds(per_seed: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """[seeds, resamples] per-seed statistics -> [resamples]: their mean over each replicate's drawn seeds."""
+    return np.einsum("rs,sr->r", seeds, per_seed) / seeds.shape[1]
+
+
 def bootstrap_means(scores: np.ndarray) -> np.ndarray:
     """The mean of `scores` [seeds, expressions] in each bootstrap replicate (seeds, then expressions)."""
     scores = _matrix(scores)
-    n_seeds, n_items = scores.shape
-    seeds = resample_counts(n_seeds, "seeds")
-    items = resample_counts(n_items, "expressions")
-    per_seed = scores @ items.T  # [seeds, resamples]: each seed's sum over the drawn expressions
-    return np.einsum("rs,sr->r", seeds, per_seed) / (n_seeds * n_items)
+    sums, seeds = _replicate_sums(scores)
+    return _over_drawn_seeds(sums, seeds) / scores.shape[1]
+
+
+def _percentile(value: float, replicates: np.ndarray) -> Estimate:
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(replicates, [tail, 1 - tail])
+    return Estimate(value, float(low), float(high))
 
 
 def interval(scores: np.ndarray) -> Estimate:
@@ -91,9 +106,28 @@ def interval(scores: np.ndarray) -> Estimate:
     value = float(scores.mean())
     if scores.size < 2:
         return Estimate(value, np.nan, np.nan)
-    tail = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(bootstrap_means(scores), [tail, 1 - tail])
-    return Estimate(value, float(low), float(high))
+    return _percentile(value, bootstrap_means(scores))
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 1 where the denominator is 0 (an empty union is a correct "nothing")."""
+    return np.divide(numerator, denominator, out=np.ones_like(numerator, dtype=np.float64), where=denominator != 0)
+
+
+def ratio_interval(numerator: np.ndarray, denominator: np.ndarray) -> Estimate:
+    """Mean over seeds of each seed's ratio of sums over expressions, with the crossed bootstrap's interval.
+
+    oIoU is such a ratio (total intersection / total union), so it cannot be bootstrapped as a mean of
+    per-expression scores: each replicate sums both counts over the same drawn expressions, takes each seed's
+    ratio, then averages the drawn seeds, as the point estimate averages the seeds' recorded oIoU."""
+    numerator, denominator = _matrix(numerator), _matrix(denominator)
+    if numerator.shape != denominator.shape:
+        raise ValueError(f"numerator and denominator differ in shape: {numerator.shape} and {denominator.shape}")
+    value = float(_ratio(numerator.sum(axis=1), denominator.sum(axis=1)).mean())
+    if numerator.size < 2:
+        return Estimate(value, np.nan, np.nan)
+    (top, seeds), (bottom, _) = _replicate_sums(numerator), _replicate_sums(denominator)
+    return _percentile(value, _over_drawn_seeds(_ratio(top, bottom), seeds))
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> Comparison:

@@ -69,3 +69,49 @@ def test_records_without_per_expression_data_are_named_and_fall_back_to_seeds(re
     paired = rows_of(page, "Paired comparisons on val")
     assert paired["frozen"][-1] == "3 seeds (no per-expression data)"
     assert paired["lora"][-1] == f"3 seeds x {EXPRESSIONS} expressions"
+
+
+def _cell_interval(cell: str) -> tuple[float, float, float]:
+    value, bounds = cell.split(" [")
+    low, high = (float(v) for v in bounds.rstrip("]").split(","))
+    return float(value), low, high
+
+
+def test_oiou_and_precision_cells_carry_the_intervals_of_their_own_statistic(tmp_path):
+    """oIoU's interval is the ratio bootstrap of the summed counts, Prec@t's the interval of `IoU > t`
+    indicators; records without per-expression data fall back to the seeds' recorded values."""
+    from benchmarks.stats import interval, ratio_interval
+
+    rng = np.random.default_rng(11)
+    unions = rng.integers(100, 3000, size=(3, EXPRESSIONS))
+    inters = {method: np.floor(unions * np.clip(rng.uniform(0.2, 1.0, size=unions.shape) + shift, 0, 1)).astype(int)
+              for method, shift in (("full", 0.1), ("lora", 0.0))}
+    root = tmp_path / "results"
+    for method, inter in inters.items():
+        for seed in SUITE.seeds:
+            record = make_record(method, seed=seed, lr=1e-3, miou=0.0)
+            ious = inter[seed] / unions[seed]
+            for split in SUITE.eval_splits:
+                record["results"][split].update(
+                    {"mIoU": 100 * ious.mean(), "oIoU": 100 * inter[seed].sum() / unions[seed].sum(),
+                     **{f"prec@{t}": 100 * float((ious > t).mean()) for t in (0.5, 0.6, 0.7, 0.8, 0.9)},
+                     "per_expression": pack(range(EXPRESSIONS), inter[seed].tolist(), unions[seed].tolist(),
+                                            ["attribute"] * EXPRESSIONS)})
+            if method == "lora":  # lora's records are older: no per-expression data
+                for split in SUITE.eval_splits:
+                    del record["results"][split]["per_expression"]
+            write(root, record, "a")
+    page = build(root)[Path("fixture/leaderboard.md")]
+    accuracy, precision = rows_of(page, "Accuracy"), rows_of(page, "Precision at IoU thresholds on val")
+    expected = ratio_interval(100 * inters["full"], unions)
+    assert _cell_interval(accuracy["full"][4]) == pytest.approx((expected.value, expected.low, expected.high),
+                                                                abs=0.051)
+    full_ious = inters["full"] / unions
+    expected = interval(100 * (full_ious > 0.9))
+    assert _cell_interval(precision["full"][4]) == pytest.approx((expected.value, expected.low, expected.high),
+                                                                 abs=0.051)
+    seeds_only = interval(np.array([[100 * inters["lora"][s].sum() / unions[s].sum()] for s in SUITE.seeds]))
+    assert _cell_interval(accuracy["lora"][4]) == pytest.approx(
+        (seeds_only.value, seeds_only.low, seeds_only.high), abs=0.051)
+    assert "oIoU resamples intersections and unions together" in page
+    assert "±" not in accuracy["full"][4] + precision["full"][4]

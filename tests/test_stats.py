@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from benchmarks.stats import RESAMPLES, bootstrap_means, compare, interval, resample_counts, tie_groups
+from benchmarks.stats import (
+    RESAMPLES,
+    bootstrap_means,
+    compare,
+    interval,
+    ratio_interval,
+    resample_counts,
+    tie_groups,
+)
 
 SEEDS, EXPRESSIONS, DATASETS = 3, 300, 100
 
@@ -56,6 +64,42 @@ def test_vectorised_replicates_equal_explicit_resampling():
     for r in (0, 1, RESAMPLES - 1):
         picked = scores[np.repeat(np.arange(4), seeds[r])][:, np.repeat(np.arange(7), items[r])]
         assert means[r] == pytest.approx(picked.mean(), rel=1e-12)
+
+
+def test_ratio_interval_resamples_both_counts_alike_and_averages_the_drawn_seeds():
+    rng = np.random.default_rng(4)
+    union = rng.integers(50, 400, size=(3, 9)).astype(float)
+    inter = np.floor(union * rng.uniform(0.0, 1.0, size=union.shape))
+    inter[:, 2] = union[:, 2] = 0  # an expression whose prediction and target are both empty
+    estimate = ratio_interval(inter, union)
+    assert estimate.value == pytest.approx(np.mean(inter.sum(axis=1) / union.sum(axis=1)), rel=1e-12)
+    seeds, items = resample_counts(3, "seeds"), resample_counts(9, "expressions")
+    replicates = []
+    for r in range(RESAMPLES):
+        rows, cols = np.repeat(np.arange(3), seeds[r]), np.repeat(np.arange(9), items[r])
+        replicates.append(np.mean([inter[s, cols].sum() / union[s, cols].sum() for s in rows]))
+    low, high = np.quantile(replicates, [0.025, 0.975])
+    assert (estimate.low, estimate.high) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+    assert estimate.low < estimate.value < estimate.high
+
+
+def test_ratio_interval_is_not_the_interval_of_per_expression_ratios():
+    """A large object weighs more in oIoU than in mIoU: the two estimates and their intervals differ."""
+    union = np.array([[1000.0, 10.0, 10.0, 10.0]] * 2)
+    inter = np.array([[900.0, 0.0, 0.0, 0.0]] * 2)
+    pooled, mean = ratio_interval(inter, union), interval(inter / union)
+    assert pooled.value == pytest.approx(900 / 1030)
+    assert mean.value == pytest.approx(0.225)
+    assert pooled.has_interval and (pooled.low, pooled.high) != (mean.low, mean.high)
+
+
+def test_ratio_interval_of_a_constant_ratio_is_a_point_and_of_one_value_is_none():
+    union = np.arange(1.0, 13.0).reshape(3, 4)
+    constant = ratio_interval(0.5 * union, union)
+    assert (constant.value, constant.low, constant.high) == pytest.approx((0.5, 0.5, 0.5))
+    assert not ratio_interval(np.array([[3.0]]), np.array([[4.0]])).has_interval
+    with pytest.raises(ValueError, match="differ in shape"):
+        ratio_interval(union, union[:, :2])
 
 
 def test_draws_are_fixed_and_differ_between_levels():

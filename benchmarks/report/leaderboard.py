@@ -17,7 +17,14 @@ from benchmarks.report.runs import (
     current_budget,
     leaderboard_runs,
 )
-from benchmarks.report.statistics import SplitStats, annotate, basis_note, comparisons_table, split_stats
+from benchmarks.report.statistics import (
+    SplitStats,
+    annotate,
+    basis_note,
+    comparisons_table,
+    metric_columns,
+    split_stats,
+)
 
 PRECISIONS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
 BASELINE_TITLES = {"largest_object": "largest object (ignores the text)", "predict_all": "whole image"}
@@ -102,16 +109,20 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
                   "", "No run records for this suite yet.", ""]
         return "\n".join(lines), figures
     defaults = runs[runs["variant"] == "default"]
-    stats = [split_stats(dict(tuple(defaults.groupby("method"))), split) for split in splits]
+    groups = dict(tuple(defaults.groupby("method")))
+    stats = [split_stats(groups, split) for split in splits]
     rows = annotate(rows, "method", stats)
+    secondary = [(split, "oIoU") for split in splits] + [(search, p) for p in PRECISIONS if search in splits]
+    rows = rows.merge(metric_columns(groups, "method", secondary), on="method", how="left")
     opening = headline.sentences(next(one for one in stats if one.split == search)) if search in splits else []
     lines += [" ".join(opening), ""] if opening else []
     lines += [f"Budget: {_budget_line(suite)}", "", *_provenance(budget[~budget["off_budget"]], runs_all)]
     lines += ["", f"mIoU: mean over seeds at the chosen learning rate [95% confidence interval]. `rank`: tie groups "
               f"on {search} mIoU: the best method and every method whose paired difference to it has an interval "
               f"covering 0 share rank 1, and so on down. Bold: significantly best, i.e. alone in the first tie "
-              f"group of that split on per-expression intervals. oIoU and Prec@X are mean ± sample standard "
-              f"deviation over seeds, untested and never bold. `runs` counts every run of a row by status "
+              f"group of that split on per-expression intervals. oIoU and Prec@X: mean over seeds [95% interval from "
+              f"the same bootstrap; oIoU resamples intersections and unions together, as the ratio of their sums], "
+              f"not tested for ties and never bold. `runs` counts every run of a row by status "
               f"(failed or diverged runs are listed; only "
               f"`ok` runs enter the statistics). Sorted by {search} mIoU.", "", basis_note(stats, "methods"), ""]
 
@@ -119,7 +130,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
                 Column("lr", "lr", general=True), Column(f"{search}/rank", "rank", digits=0)]
     for split in splits:
         accuracy += [Column(f"{split}/mIoU", f"{split} mIoU", interval=True, bold_if=f"{split}/mIoU:best"),
-                     Column(f"{split}/oIoU", f"{split} oIoU", with_std=True)]
+                     Column(f"{split}/oIoU", f"{split} oIoU", interval=True)]
     base = baseline_rows(runs, splits)
     both = pd.concat([rows, base], ignore_index=True)
     ranked = [True] * len(rows) + [False] * len(base)
@@ -128,7 +139,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     lines += _comparisons(next(one for one in stats if one.split == search) if search in splits else None)
 
     precision = [Column("method", "method", left=True)]
-    precision += [Column(f"{search}/{p}", p.replace("prec", "Prec"), with_std=True) for p in PRECISIONS]
+    precision += [Column(f"{search}/{p}", p.replace("prec", "Prec"), interval=True) for p in PRECISIONS]
     lines += [f"## Precision at IoU thresholds on {search} (%)", "", table(both, precision, rank_rows=ranked)]
 
     cost = [Column("method", "method", left=True),

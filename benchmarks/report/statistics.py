@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from benchmarks.stats import RESAMPLES, Comparison, Estimate, compare, interval, tie_groups
+from benchmarks.per_expression import PerExpression
+from benchmarks.stats import RESAMPLES, Comparison, Estimate, compare, interval, ratio_interval, tie_groups
 
 METHOD_NOTE = (f"95% intervals come from a bootstrap ({RESAMPLES} resamples, fixed seed) over seeds, then over "
                "expressions, shared between the methods compared: a seed fixes the data order and initial draws "
@@ -43,20 +44,66 @@ class Scores:
 
 def row_scores(group: pd.DataFrame, split: str) -> Scores | None:
     """The ok runs' scores of one row on `split` (the newest record per seed), or None without any."""
-    metric, column = f"{split}/mIoU", f"{split}/per_expression"
+    ok = _ok_runs(group, f"{split}/mIoU")
+    if ok is None:
+        return None
+    seeds, means = tuple(int(s) for s in ok["seed"]), ok[f"{split}/mIoU"].to_numpy(dtype=np.float64)
+    tables = _tables(ok, split)
+    if tables is None:
+        return Scores(seeds, means, None, None)
+    items, columns = tables
+    return Scores(seeds, means, items, np.stack([100 * t.iou[c] for t, c in columns]))
+
+
+def metric_interval(group: pd.DataFrame, split: str, metric: str) -> Estimate | None:
+    """The 95% interval of a row's oIoU or `prec@t` on `split`, from the same runs and bootstrap as its mIoU:
+    oIoU as a ratio of summed counts (stats.ratio_interval), Prec@t as the mean of `IoU > t` indicators; the
+    seeds' recorded values (seeds only) for records without per-expression data. None without an ok run."""
+    ok = _ok_runs(group, f"{split}/mIoU")
+    if ok is None or f"{split}/{metric}" not in ok or ok[f"{split}/{metric}"].isna().any():
+        return None
+    tables = _tables(ok, split)
+    if tables is None:
+        return interval(ok[f"{split}/{metric}"].to_numpy(dtype=np.float64)[:, None])
+    _, columns = tables
+    if metric == "oIoU":
+        return ratio_interval(100 * np.stack([t.intersection[c] for t, c in columns]),
+                              np.stack([t.union[c] for t, c in columns]))
+    threshold = float(metric.removeprefix("prec@"))
+    return interval(np.stack([100 * (t.iou[c] > threshold) for t, c in columns]))
+
+
+def metric_columns(groups: Mapping[str, pd.DataFrame], label: str, metrics: list[tuple[str, str]]) -> pd.DataFrame:
+    """Per row label (column `label`): `{split}/{metric}:low` and `:high` for each (split, metric) in `metrics`."""
+    rows = []
+    for name, group in groups.items():
+        row: dict[str, object] = {label: name}
+        for split, metric in metrics:
+            estimate = metric_interval(group, split, metric)
+            if estimate is not None:
+                row[f"{split}/{metric}:low"], row[f"{split}/{metric}:high"] = estimate.low, estimate.high
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[label] if not rows else None)
+
+
+def _ok_runs(group: pd.DataFrame, metric: str) -> pd.DataFrame | None:
+    """The ok runs with `metric`, the newest record per seed, by seed; None without any."""
     if metric not in group:
         return None
     ok = group[(group["status"] == "ok") & group[metric].notna()]
     ok = ok.sort_values(["started_at", "path"]).drop_duplicates("seed", keep="last").sort_values("seed")
-    if ok.empty:
-        return None
-    seeds, means = tuple(int(s) for s in ok["seed"]), ok[metric].to_numpy(dtype=np.float64)
+    return None if ok.empty else ok
+
+
+def _tables(ok: pd.DataFrame, split: str) -> tuple[np.ndarray, list[tuple[PerExpression, np.ndarray]]] | None:
+    """The expressions every run scored (sorted dataset indices) and each run's per-expression table with the
+    positions of those expressions in it; None when a run kept no per-expression data."""
+    column = f"{split}/per_expression"
     if column not in ok or ok[column].isna().any():
-        return Scores(seeds, means, None, None)
+        return None
     tables = list(ok[column])
     items = functools.reduce(np.intersect1d, [t.index for t in tables])
-    matrix = np.stack([100 * t.iou[_positions(t.index, items)] for t in tables])
-    return Scores(seeds, means, items, matrix)
+    return items, [(t, _positions(t.index, items)) for t in tables]
 
 
 def _positions(index: np.ndarray, wanted: np.ndarray) -> np.ndarray:
