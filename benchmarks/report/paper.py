@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -24,6 +25,7 @@ from benchmarks.report.paper_cells import (
     row_stats,
     seeds_only_note,
 )
+from benchmarks.report.paper_params import params_cell, params_notes
 from benchmarks.report.runs import aggregate, run_variant
 from benchmarks.report.statistics import METHOD_NOTE, SplitStats
 from methods import get_method
@@ -114,14 +116,15 @@ def row_variant(row: Row) -> str:
     return run_variant(row.method, config, {"decoder_options": row.decoder_options})
 
 
-def ablation_table(number: int, runs: pd.DataFrame) -> list[str]:
+def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | None) -> list[str]:
     """One of Tables 2, 4-8: the paper's numbers, then this project's val mIoU with the leaderboard's 95%
     interval on the paper suite (at the checkpoint ETRIS's selection picks, where the runs selected one) and on
     its shapes analog, or `not run`, with the command that fills them."""
     spec: PaperTable = TABLES[number]
     labels = {row.label: (row.method, row_variant(row)) for row in spec.rows}
     rows = [{"row": row.label, **{f"paper {c}": "–" if v is None else f"{v:g}"
-                                  for c, v in zip(spec.columns, row.paper, strict=True)}} for row in spec.rows]
+                                  for c, v in zip(spec.columns, row.paper, strict=True)},
+             "params": params_cell(spec, row, counts)} for row in spec.rows]
     used = []
     for suite in (PAPER_SUITE, ANALOG_SUITE):
         chosen = chosen_runs(runs, suite)
@@ -131,20 +134,23 @@ def ablation_table(number: int, runs: pd.DataFrame) -> list[str]:
         for cells in rows:
             cells[suite] = cell(stats, cells["row"], groups[cells["row"]])
     columns = [Column("row", "row", left=True), *(Column(f"paper {c}", f"ETRIS: {c}") for c in spec.columns),
+               *([Column("params", "risbench params (M)", left=True)] if spec.params_column else []),
                Column(PAPER_SUITE, f"risbench `{PAPER_SUITE}` val mIoU [95% CI]", left=True),
                Column(ANALOG_SUITE, f"risbench `{ANALOG_SUITE}` analog val mIoU [95% CI]", left=True)]
     return [f"## Table {number}: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
-            *seeds_only_note(used),
+            *seeds_only_note(used), *(params_notes(spec, counts) if spec.params_column else []),
             f"`not run` cells fill with `{spec.command(PAPER_SUITE)}` (GPU and RefCOCO data) and "
             f"`{spec.command(ANALOG_SUITE)}` (CPU). Whether the shapes analog agrees with the paper's direction "
             "is stated once its rows have run.", ""]
 
 
-def counts_table() -> list[str]:
+def counts_table(counts: dict[str, Any] | None) -> list[str]:
     spec = TABLES[3]
-    rows = [{"row": r.label, **dict(zip(spec.columns, r.paper, strict=True))} for r in spec.rows]
-    columns = [Column("row", "row", left=True), *(Column(c, f"ETRIS: {c} (M)", digits=2) for c in spec.columns)]
-    return [f"## Table 3: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
+    rows = [{"row": r.label, **dict(zip(spec.columns, r.paper, strict=True)), "params": params_cell(spec, r, counts)}
+            for r in spec.rows]
+    columns = [Column("row", "row", left=True), *(Column(c, f"ETRIS: {c} (M)", digits=2) for c in spec.columns),
+               Column("params", "risbench backbone (M)", left=True)]
+    return [f"## Table 3: {spec.title}", "", table(pd.DataFrame(rows), columns), "", *params_notes(spec, counts),
             "risbench's Bridger counts equal the released ETRIS code's (RN50 and RN101 1.94 M, ViT-B/16 0.60 M at "
             "width 64, 1.39 M at 128; tested); the decoder and totals at random init: "
             "`python -m benchmarks bench --list-methods --counts` and the efficiency table below.", "",
@@ -189,7 +195,9 @@ def efficiency_table(profiles: list[dict]) -> str | None:
     return table(frame, columns)
 
 
-def page(runs: pd.DataFrame, profiles: list[dict]) -> str:
+def page(runs: pd.DataFrame, profiles: list[dict], counts: dict[str, Any] | None = None) -> str:
+    """The whole page; `counts` is the `counts` document's tables (None: the count columns say how to fill
+    them)."""
     accuracy, used = accuracy_table(runs)
     lines = ["# ETRIS (ICCV 2023) beside risbench", "",
              "mIoU (%) on the RefCOCO family. Published rows quote the papers; risbench rows are this project's "
@@ -197,8 +205,8 @@ def page(runs: pd.DataFrame, profiles: list[dict]) -> str:
              "measured cell is the mean over seeds at the learning rate the search chose, with its 95% interval "
              f"[low, high] computed exactly as on the leaderboards: {METHOD_NOTE} `tunable` counts parameters "
              "added to the backbone (the paper's measure), in millions.", "", accuracy, "",
-             *seeds_only_note(used), *counts_table(),
-             *(line for number in (2, 4, 5, 6, 7, 8) for line in ablation_table(number, runs)),
+             *seeds_only_note(used), *counts_table(counts),
+             *(line for number in (2, 4, 5, 6, 7, 8) for line in ablation_table(number, runs, counts)),
              "## Efficiency at paper scale", ""]
     efficiency = efficiency_table(profiles)
     if efficiency is None:
