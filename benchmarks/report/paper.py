@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.paper_tables import ANALOG_SUITE, PAPER_SUITE, TABLES, PaperTable, Row
+from benchmarks.report import paper_direction as direction
 from benchmarks.report.markdown import Column, paper_ratio_column, table
 from benchmarks.report.paper_cells import (
     NOT_RUN,
@@ -140,8 +141,8 @@ def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | Non
     return [f"## Table {number}: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
             *seeds_only_note(used), *(params_notes(spec, counts) if spec.params_column else []),
             f"`not run` cells fill with `{spec.command(PAPER_SUITE)}` (GPU and RefCOCO data) and "
-            f"`{spec.command(ANALOG_SUITE)}` (CPU). Whether the shapes analog agrees with the paper's direction "
-            "is stated once its rows have run.", ""]
+            f"`{spec.command(ANALOG_SUITE)}` (CPU).", "",
+            *([direction.sentence(spec, used[-1], ANALOG_SUITE), ""] if spec.focal else [])]
 
 
 def counts_table(counts: dict[str, Any] | None) -> list[str]:
