@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.build import build_base_model, build_model
 from benchmarks.cli import main
-from benchmarks.paper_counts import COMMAND, count_tables, counted_tables, load_counts
+from benchmarks.paper_counts import ALSO_ON, COMMAND, count_tables, counted_tables, load_counts
 from benchmarks.paper_tables import TABLES
 from benchmarks.report import paper
 from benchmarks.report.paper_params import millions
@@ -46,7 +46,7 @@ def independent_count(method: str, options: dict[str, str]) -> int:
 @pytest.fixture(scope="module")
 def table2_counts():
     checked = dataclasses.replace(TABLES[2], rows=tuple(r for r in TABLES[2].rows if r.label in CHECKED), focal=None)
-    return count_tables([checked], SMALL)
+    return {"tables": count_tables([checked], SMALL)}
 
 
 def table_rows(page: str, number: int) -> dict[str, list[str]]:
@@ -61,19 +61,23 @@ def test_the_pages_count_is_the_model_builders_count_for_each_rows_method_and_op
     shown = table_rows(page, 2)
     for row in (r for r in TABLES[2].rows if r.label in CHECKED):
         expected = independent_count(row.method, row.options)
-        assert table2_counts["2"][row.label]["paper_measure"] == expected, row.label
+        assert table2_counts["tables"]["2"][row.label]["paper_measure"] == expected, row.label
         assert shown[row.label]["risbench params (M)"].split(" ")[0] == millions(expected), row.label
-    assert table2_counts["2"]["Frozen backbone"]["paper_measure"] == 0 < table2_counts["2"]["CoOp"]["paper_measure"]
+    counted = table2_counts["tables"]["2"]
+    assert counted["Frozen backbone"]["paper_measure"] == 0 < counted["CoOp"]["paper_measure"]
     assert shown["Adapter"]["risbench params (M)"] == "not counted"
 
 
 def test_counts_that_differ_from_the_papers_are_marked_with_the_projects_reason():
-    counts = {"2": {"Adapter": {"paper_measure": 1_586_688}, "ETRIS": {"paper_measure": 1_942_080},
-                    "LoRA": {"paper_measure": 262_144}, "CoOp": {"paper_measure": 4096}}}
+    counts = {"tables": {"2": {"Adapter": {"paper_measure": 1_586_688}, "ETRIS": {"paper_measure": 1_942_080},
+                               "LoRA": {"paper_measure": 262_144}, "CoOp": {"paper_measure": 4096}}},
+              "also_on": {"paper-vitb16": {"2": {"Adapter": {"paper_measure": 3_965_952}}}}}
     page = paper.page(pd.DataFrame(), [], counts)
     shown = {label: cells["risbench params (M)"] for label, cells in table_rows(page, 2).items()}
     assert shown["Adapter"] == "1.59 (≠ paper)" and shown["LoRA"] == "0.26 (≠ paper)"
     assert shown["ETRIS"] == "1.94" and shown["CoOp"] == "0.0041" and shown["Compacter"] == "not counted"
+    vit = {label: cells["risbench `paper-vitb16` params (M)"] for label, cells in table_rows(page, 2).items()}
+    assert vit["Adapter"] == "3.97" and vit["ETRIS"] == "not counted"  # never compared: the paper has none
     notes = page.split("## Table 2:", 1)[1].split("\n## ", 1)[0]
     assert "Adapter: 1.59 M vs 2.39 M, RN101's image tower has no transformer blocks" in notes
     assert "LoRA: 0.26 M vs 0.03 M, no reason known to the project." in notes
@@ -105,6 +109,9 @@ def test_the_committed_counts_document_covers_every_counted_row_and_says_how_it_
         assert set(document["tables"][str(table.number)]) == {row.label for row in table.rows}
         for row in table.rows:
             assert document["tables"][str(table.number)][row.label]["method"] == row.method
+    for suite, numbers in ALSO_ON.items():
+        assert {n: set(document["also_on"][suite][str(n)]) for n in numbers} == {
+            n: {row.label for row in TABLES[n].rows} for n in numbers}
 
 
 def test_counts_refuses_an_output_that_is_not_json(capsys, tmp_path):

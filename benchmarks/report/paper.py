@@ -26,7 +26,7 @@ from benchmarks.report.paper_cells import (
     row_stats,
     seeds_only_note,
 )
-from benchmarks.report.paper_params import params_cell, params_notes
+from benchmarks.report.paper_params import other_backbones, params_cell, params_notes
 from benchmarks.report.runs import aggregate, run_variant
 from benchmarks.report.statistics import METHOD_NOTE, SplitStats
 from methods import get_method
@@ -126,6 +126,9 @@ def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | Non
     rows = [{"row": row.label, **{f"paper {c}": "–" if v is None else f"{v:g}"
                                   for c, v in zip(spec.columns, row.paper, strict=True)},
              "params": params_cell(spec, row, counts)} for row in spec.rows]
+    others = other_backbones(spec, counts)
+    for cells in rows:
+        cells.update({f"params {suite}": found[cells["row"]] for suite, found in others.items()})
     used = []
     for suite in (PAPER_SUITE, ANALOG_SUITE):
         chosen = chosen_runs(runs, suite)
@@ -136,6 +139,7 @@ def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | Non
             cells[suite] = cell(stats, cells["row"], groups[cells["row"]])
     columns = [Column("row", "row", left=True), *(Column(f"paper {c}", f"ETRIS: {c}") for c in spec.columns),
                *([Column("params", "risbench params (M)", left=True)] if spec.params_column else []),
+               *(Column(f"params {suite}", f"risbench `{suite}` params (M)", left=True) for suite in others),
                Column(PAPER_SUITE, f"risbench `{PAPER_SUITE}` val mIoU [95% CI]", left=True),
                Column(ANALOG_SUITE, f"risbench `{ANALOG_SUITE}` analog val mIoU [95% CI]", left=True)]
     return [f"## Table {number}: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
@@ -197,8 +201,7 @@ def efficiency_table(profiles: list[dict]) -> str | None:
 
 
 def page(runs: pd.DataFrame, profiles: list[dict], counts: dict[str, Any] | None = None) -> str:
-    """The whole page; `counts` is the `counts` document's tables (None: the count columns say how to fill
-    them)."""
+    """The whole page; `counts` is the `counts` document (None: the count columns say how to fill them)."""
     accuracy, used = accuracy_table(runs)
     lines = ["# ETRIS (ICCV 2023) beside risbench", "",
              "mIoU (%) on the RefCOCO family. Published rows quote the papers; risbench rows are this project's "

@@ -23,8 +23,10 @@ def _paper_m(spec: PaperTable, row: Row) -> float | None:
     return row.paper[spec.columns.index(spec.params_column)] if spec.params_column else None
 
 
-def _count(spec: PaperTable, row: Row, counts: dict[str, Any] | None) -> int | None:
-    found = ((counts or {}).get(str(spec.number)) or {}).get(row.label)
+def _count(spec: PaperTable, row: Row, counts: dict[str, Any] | None, suite: str | None = None) -> int | None:
+    """The row's count on its table's suite, or on `suite` where the document also counted the table there."""
+    tables = (counts or {}).get("tables") if suite is None else ((counts or {}).get("also_on") or {}).get(suite)
+    found = ((tables or {}).get(str(spec.number)) or {}).get(row.label)
     return None if found is None else int(found["paper_measure"])
 
 
@@ -41,14 +43,24 @@ def params_cell(spec: PaperTable, row: Row, counts: dict[str, Any] | None) -> st
     return f"{millions(count)} ({DIFFERS})" if differs(spec, row, counts) else millions(count)
 
 
+def other_backbones(spec: PaperTable, counts: dict[str, Any] | None) -> dict[str, dict[str, str]]:
+    """suite -> row label -> count, for the suites the document also counted this table on."""
+    also = (counts or {}).get("also_on") or {}
+    return {suite: {row.label: (NOT_COUNTED if (n := _count(spec, row, counts, suite)) is None else millions(n))
+                    for row in spec.rows}
+            for suite in sorted(also) if str(spec.number) in also[suite]}
+
+
 def params_notes(spec: PaperTable, counts: dict[str, Any] | None) -> list[str]:
     """The lines under a table: how the counts were made, or how to make them, and why marked rows differ."""
-    if counts is None or str(spec.number) not in counts:
+    if counts is None or str(spec.number) not in counts["tables"]:
         return [f"{NOT_COUNTED}: run `{COMMAND}` (random weights, CPU, about two minutes) to fill the risbench "
                 "params column.", ""]
     marked = [row for row in spec.rows if differs(spec, row, counts)]
+    others = ", ".join(f"`{suite}`" for suite in other_backbones(spec, counts))
     lines = ["risbench params: what the row's method adds to the backbone at paper scale (full tuning: the "
-             "backbone weights it trains), counted with random weights by `" + COMMAND + "`."]
+             "backbone weights it trains), counted with random weights by `" + COMMAND + "`"
+             + (f"; also on {others} (the paper gives no count there)." if others else ".")]
     if marked:
         lines[0] += (f" Marked `{DIFFERS}`: more than {TOLERANCE_M} M from the paper's count. "
                      + " ".join(f"{row.label}: {millions(_count(spec, row, counts) or 0)} M vs "
