@@ -5,6 +5,7 @@ document says how to make it."""
 import dataclasses
 import functools
 import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from benchmarks.paper_counts import ALSO_ON, COMMAND, count_tables, counted_tabl
 from benchmarks.paper_tables import TABLES
 from benchmarks.report import paper
 from benchmarks.report.paper_params import millions
+from benchmarks.store import ResultStore
 from benchmarks.suites import load_suite
 from methods import get_method
 from riscore.errors import UserError
@@ -62,10 +64,10 @@ def test_the_pages_count_is_the_model_builders_count_for_each_rows_method_and_op
     for row in (r for r in TABLES[2].rows if r.label in CHECKED):
         expected = independent_count(row.method, row.options)
         assert table2_counts["tables"]["2"][row.label]["paper_measure"] == expected, row.label
-        assert shown[row.label]["risbench params (M)"].split(" ")[0] == millions(expected), row.label
+        assert shown[row.label]["risbench `paper-rn101` params (M)"].split(" ")[0] == millions(expected), row.label
     counted = table2_counts["tables"]["2"]
     assert counted["Frozen backbone"]["paper_measure"] == 0 < counted["CoOp"]["paper_measure"]
-    assert shown["Adapter"]["risbench params (M)"] == "not counted"
+    assert shown["Adapter"]["risbench `paper-rn101` params (M)"] == "not counted"
 
 
 def test_counts_that_differ_from_the_papers_are_marked_with_the_projects_reason():
@@ -73,7 +75,7 @@ def test_counts_that_differ_from_the_papers_are_marked_with_the_projects_reason(
                                "LoRA": {"paper_measure": 262_144}, "CoOp": {"paper_measure": 4096}}},
               "also_on": {"paper-vitb16": {"2": {"Adapter": {"paper_measure": 3_965_952}}}}}
     page = paper.page(pd.DataFrame(), [], counts)
-    shown = {label: cells["risbench params (M)"] for label, cells in table_rows(page, 2).items()}
+    shown = {label: cells["risbench `paper-rn101` params (M)"] for label, cells in table_rows(page, 2).items()}
     assert shown["Adapter"] == "1.59 (≠ paper)" and shown["LoRA"] == "0.26 (≠ paper)"
     assert shown["ETRIS"] == "1.94" and shown["CoOp"] == "0.0041" and shown["Compacter"] == "not counted"
     vit = {label: cells["risbench `paper-vitb16` params (M)"] for label, cells in table_rows(page, 2).items()}
@@ -90,7 +92,7 @@ def test_without_a_counts_document_the_page_says_which_command_makes_it(tmp_path
     for number in (2, 3, 4, 5, 7):
         section = page.split(f"## Table {number}:", 1)[1].split("\n## ", 1)[0]
         assert f"not counted: run `{COMMAND}`" in section
-        assert all(cells.get("risbench params (M)", cells.get("risbench backbone (M)")) == "not counted"
+        assert all(cells.get("risbench `paper-rn101` params (M)", cells.get("risbench backbone (M)")) == "not counted"
                    for cells in table_rows(page, number).values())
 
 
@@ -119,3 +121,11 @@ def test_counts_refuses_an_output_that_is_not_json(capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --out") and ".json" in err and "\n" not in err
     assert not (tmp_path / "counts.txt").exists()
+
+
+def test_the_counts_document_is_not_taken_for_a_run_record(tmp_path):
+    (tmp_path / "counts").mkdir()
+    (tmp_path / "counts" / "paper-tables.json").write_text(json.dumps({"command": COMMAND, "tables": {}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a skipped foreign file warns
+        assert list(ResultStore(tmp_path).records()) == []

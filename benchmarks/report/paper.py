@@ -138,7 +138,7 @@ def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | Non
         for cells in rows:
             cells[suite] = cell(stats, cells["row"], groups[cells["row"]])
     columns = [Column("row", "row", left=True), *(Column(f"paper {c}", f"ETRIS: {c}") for c in spec.columns),
-               *([Column("params", "risbench params (M)", left=True)] if spec.params_column else []),
+               *([Column("params", f"risbench `{PAPER_SUITE}` params (M)", left=True)] if spec.params_column else []),
                *(Column(f"params {suite}", f"risbench `{suite}` params (M)", left=True) for suite in others),
                Column(PAPER_SUITE, f"risbench `{PAPER_SUITE}` val mIoU [95% CI]", left=True),
                Column(ANALOG_SUITE, f"risbench `{ANALOG_SUITE}` analog val mIoU [95% CI]", left=True)]

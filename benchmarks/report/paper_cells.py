@@ -70,5 +70,5 @@ def seeds_only_note(stats: list[SplitStats]) -> list[str]:
     older = sorted({label for one in stats for label in one.seeds_only()})
     if not older:
         return []
-    return [f"Rows without per-expression scores (older records, or ETRIS's selected checkpoint): "
-            f"{'; '.join(older)}; {SEEDS_ONLY_NOTE}.", ""]
+    return ["Rows without per-expression scores (older records, or ETRIS's selected checkpoint): "
+            + ", ".join(f'"{label}"' for label in older) + f"; {SEEDS_ONLY_NOTE}.", ""]
