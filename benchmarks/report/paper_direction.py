@@ -75,9 +75,9 @@ def sentence(table: PaperTable, stats: SplitStats, suite: str) -> str:
     behind the verdict."""
     head = f"**Direction.** In the paper {claim(table)}. On `{suite}` (val mIoU, paired 95% intervals): "
     command = table.command(suite)
-    if table.focal not in stats.scores or not any(p.verdict != NOT_RUN for p in pairs(table, stats)):
-        return head + f"**{NOT_RUN}**: run `{command}`."
     found = pairs(table, stats)
+    if table.focal not in stats.scores or all(p.verdict == NOT_RUN for p in found):
+        return head + f"**{NOT_RUN}**: run `{command}`."
     by = {v: [p for p in found if p.verdict == v] for v in (AGREES, DISAGREES, UNRESOLVED, NOT_RUN)}
     overall = DISAGREES if by[DISAGREES] else UNRESOLVED if by[UNRESOLVED] else AGREES
     details = []
