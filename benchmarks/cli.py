@@ -201,6 +201,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_counts(args: argparse.Namespace) -> int:
+    """Parameter counts of ETRIS's parameter-table rows at paper scale, as one JSON document."""
+    import json
+
+    import torch
+
+    from benchmarks.environment import describe
+    from benchmarks.paper_counts import counts_document
+    from benchmarks.store import atomic_write_text
+
+    if args.out:
+        validate.writable_file(args.out, "--out", (".json",))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    document = counts_document(describe(torch.device("cpu")))
+    text = json.dumps(document, indent=2) + "\n"
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from benchmarks.report import write_report
 
@@ -457,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--record", help="also write a re-evaluation record (JSON; never under results/)")
     add_device_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    counts = sub.add_parser("counts", help="parameter counts of ETRIS's table rows at paper scale (random weights)")
+    counts.add_argument("--out", help="write the JSON here (the paper page reads results/counts/paper-tables.json)")
+    counts.add_argument("--threads", type=validate.NON_NEGATIVE_INT, default=0, help="torch CPU threads (0: torch's)")
+    counts.set_defaults(handler=cmd_counts)
 
     report = sub.add_parser("report", help="leaderboards, plots, paper and ablation pages from results/")
     report.add_argument("--results", default=str(REPO / "results"), help="run records to read (default: results/)")

@@ -30,6 +30,7 @@ class Row:
     options: dict[str, str] = field(default_factory=dict)
     decoder_options: dict[str, bool] = field(default_factory=dict)
     suite: str | None = None  # a fixed suite (Table 1); else the suite the table runs on
+    count_note: str = ""  # why risbench's parameter count differs from the paper's, where the project knows
 
     def suite_for(self, base: Suite) -> Suite:
         suite = load_suite(self.suite) if self.suite else base
@@ -44,23 +45,39 @@ class PaperTable:
     rows: tuple[Row, ...]
     analog: bool = True  # the rows also run on any suite (the shapes analog); False: fixed suites only
     runs: bool = True  # False: the table is parameter counts, computed rather than trained
+    params_column: str | None = None  # the column of the paper's backbone parameter counts (M), if any
+    focal: str | None = None  # the row whose standing against the others the table argues (its direction)
+
+    def __post_init__(self) -> None:
+        if self.params_column is not None and self.params_column not in self.columns:
+            raise ValueError(f"table {self.number}: params_column {self.params_column!r} is not one of its columns")
+        if self.focal is not None and (self.focal not in {r.label for r in self.rows} or "IoU" not in self.columns):
+            raise ValueError(f"table {self.number}: focal {self.focal!r} needs to be a row of a table with IoU")
 
     def command(self, suite: str) -> str:
         return f"python -m benchmarks sweep --table {self.number}" + (f" --suite {suite}" if self.analog else "")
+
+
+TEXT_ONLY = "RN101's image tower has no transformer blocks, so these sit in the text tower only"
 
 
 def _t2_rows() -> tuple[Row, ...]:
     return (
         Row("Full tuning", "full", (120.74, 70.47)),
         Row("Frozen backbone", "frozen", (0.0, 67.73)),
-        Row("Adapter", "adapter", (2.39, 69.46)),
-        Row("Conv Adapter", "convadapter", (1.20, 69.33)),
-        Row("Compacter", "compacter", (0.19, 69.11)),
+        Row("Adapter", "adapter", (2.39, 69.46), count_note=f"{TEXT_ONLY} (methods/adapter.py)"),
+        Row("Conv Adapter", "convadapter", (1.20, 69.33),
+            count_note="ETRIS does not publish its Conv Adapter; `reduction` 2 is the power of two closest to its "
+                       "count (methods/convadapter.py)"),
+        Row("Compacter", "compacter", (0.19, 69.11),
+            count_note=f"the Compacter paper's defaults (n 4, rank 1, bottleneck 24); {TEXT_ONLY} "
+                       "(methods/compacter.py)"),
         Row("CoOp", "prompt", (0.0041, 67.87), {"vision_tokens": "0", "text_tokens": "8"}),
         Row("LoRA", "lora", (0.03, 68.84)),
         Row("ETRIS", "bridger", (1.94, 71.06)),
-        Row("Adapter + ETRIS", "bridger+adapter", (4.33, 71.67)),
-        Row("Conv Adapter + ETRIS", "bridger+convadapter", (3.14, 72.11)),
+        Row("Adapter + ETRIS", "bridger+adapter", (4.33, 71.67), count_note="the sum of its parts: see Adapter"),
+        Row("Conv Adapter + ETRIS", "bridger+convadapter", (3.14, 72.11),
+            count_note="the sum of its parts: see Conv Adapter"),
     )
 
 
@@ -76,37 +93,46 @@ TABLES: dict[int, PaperTable] = {t.number: t for t in (
                     suite="paper-vitb16")),
                analog=False),
     PaperTable(2, "Other PET methods with the same decoder (RN101, RefCOCO val)",
-               ("trainable backbone params (M)", "IoU"), _t2_rows()),
+               ("trainable backbone params (M)", "IoU"), _t2_rows(), params_column="trainable backbone params (M)",
+               focal="ETRIS"),
     PaperTable(3, "Parameters (M): backbone (Bridger) / decoder / total",
                ("backbone", "decoder", "total"),
-               (Row("ETRIS RN50", "bridger", (1.68, 23.98, 25.66), suite="paper-rn50"),
+               (Row("ETRIS RN50", "bridger", (1.68, 23.98, 25.66), suite="paper-rn50",
+                    count_note="ETRIS's released code builds the same Bridger for RN50 and RN101 (1.94 M); the "
+                               "paper's 1.68 M cannot come from it"),
                 Row("ETRIS RN101", "bridger", (1.94, 23.98, 25.92), suite="paper-rn101"),
-                Row("ETRIS ViT-B/16", "bridger", (1.39, 23.98, 25.37), suite="paper-vitb16")),
-               analog=False, runs=False),
-    PaperTable(4, "Bridger scope x number of Bridgers", ("params (M)", "IoU"), (
+                Row("ETRIS ViT-B/16", "bridger", (1.39, 23.98, 25.37), suite="paper-vitb16",
+                    count_note="width 64, as in ETRIS's released ViT-B/16 config; the paper's 1.39 M is width 128 "
+                               "(`--set width=128`: 1.39 M)")),
+               analog=False, runs=False, params_column="backbone"),
+    PaperTable(4, "Bridger scope x number of Bridgers", ("params (M)", "IoU"), params_column="params (M)",
+               focal="2->n, 3 Bridgers", rows=(
         Row("2->n, 1 Bridger", "bridger", (0.43, 70.96), {"fusion_stages": "1", "skip_last": "2"}),
         Row("2->n, 2 Bridgers", "bridger", (0.72, 70.75), {"fusion_stages": "2", "skip_last": "1"}),
         Row("2->n, 3 Bridgers", "bridger", (1.94, 71.06)),
         Row("n/2->n, 1 Bridger", "bridger", (0.29, 70.18), {"fusion_stages": "1", "skip_last": "1"}),
         Row("n/2->n, 2 Bridgers", "bridger", (1.51, 70.53), {"fusion_stages": "2"}),
         Row("n->n, 1 Bridger", "bridger", (1.22, 69.65), {"fusion_stages": "1"}))),
-    PaperTable(5, "Zoom layer", ("params (M)", "IoU"), (
+    PaperTable(5, "Zoom layer", ("params (M)", "IoU"), params_column="params (M)", focal="Conv + Deconv", rows=(
         Row("Linear", "bridger", (5.77, 70.94), {"zoom": "linear"}),
         Row("Conv + Interpolate", "bridger", (1.45, 70.08), {"zoom": "conv+interpolate"}),
-        Row("MLP", "bridger", (1.68, 70.62), {"zoom": "mlp"}),
+        Row("MLP", "bridger", (1.68, 70.62), {"zoom": "mlp"},
+            count_note="the paper does not define its MLP zoom; risbench's is a per-position two-layer MLP of "
+                       "hidden width d (methods/zoom.py)"),
         Row("Conv + Deconv", "bridger", (1.94, 71.06)))),
-    PaperTable(6, "Components", ("IoU",), (
+    PaperTable(6, "Components", ("IoU",), focal="w/o hierarchical alignment", rows=(
         Row("w/o hierarchical alignment", "bridger", (58.70,), decoder_options={"hierarchical_alignment": False}),
         Row("w/o Bridger", "frozen", (67.73,)),
         Row("w/o global alignment", "bridger", (62.21,), decoder_options={"global_alignment": False}),
         Row("full model", "bridger", (71.06,)))),
     # ETRIS keeps its interactor FFN at 128 whatever the width (its counts come out only so); at width 64
     # that is the default, so that row is the default Bridger's run
-    PaperTable(7, "Hidden dimension of the Bridger", ("params (M)", "IoU"), tuple(
+    PaperTable(7, "Hidden dimension of the Bridger", ("params (M)", "IoU"), params_column="params (M)", focal="64",
+               rows=tuple(
         Row(str(width), "bridger", (m, iou), {"width": str(width), "ffn_width": "128"} if width != 64 else {})
         for width, m, iou in ((8, 0.22, 70.55), (16, 0.45, 70.78), (32, 0.92, 70.92), (64, 1.94, 71.06),
                               (128, 4.28, 70.39)))),
-    PaperTable(8, "Table 2 with precision", ("IoU", *PRECISION), (
+    PaperTable(8, "Table 2 with precision", ("IoU", *PRECISION), focal="ETRIS", rows=(
         Row("Full tuning", "full", (70.47, 82.62, 78.35, 71.35, 54.47, 17.69)),
         Row("Frozen backbone", "frozen", (67.73, 79.53, 74.42, 66.10, 46.39, 12.41)),
         Row("Adapter", "adapter", (69.46, 81.05, 76.59, 69.69, 51.27, 16.16)),

@@ -29,6 +29,8 @@ STATUSES = ("ok", "diverged", "oom", "failed", "interrupted")
 FINAL_STATUSES = ("ok", "diverged", "oom")
 DEFAULT_RESULTS = Path(__file__).resolve().parent.parent / "results"
 PROFILE_DIR = "profile"  # results/profile/ holds `profile` documents, not run records
+COUNTS_DIR = "counts"  # nor does results/counts/ (`counts` documents: benchmarks/paper_counts.py)
+DOCUMENT_DIRS = (PROFILE_DIR, COUNTS_DIR)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -92,7 +94,7 @@ class ResultStore:
     def records(self) -> Iterator[tuple[Path, dict[str, Any]]]:
         """Every readable record; unreadable files are skipped with a warning naming them."""
         for path in sorted(self.root.rglob("*.json")):
-            if path.relative_to(self.root).parts[0] == PROFILE_DIR:
+            if path.relative_to(self.root).parts[0] in DOCUMENT_DIRS:
                 continue
             try:
                 yield path, read_record(path)

@@ -67,7 +67,7 @@ OPTIONS: dict[str, Any] = {
     "--sweep-precision": lambda r: ["fp8", "bf16,half", junk(r) + "q"], "--memory-jobs": INT1,
     "--probabilities": lambda r: ["FILE/p.png", "p.txt", "DIR"], "--record": lambda r: ["FILE/r.json", "r.txt", "DIR"],
 }
-PROFILE_OUT = {"--out": OUT_FILE}  # profile, data preview and predict write one file, the others folders
+PROFILE_OUT = {"--out": OUT_FILE}  # profile, counts, data preview and predict write one file, the others folders
 # What makes each command valid, apart from the one bad value; writing commands write under the case folder.
 BASE = {
     "bench": ["bench", "--method", "lora", "--suite", "smoke", "--out", "{tmp}/results",
@@ -78,6 +78,7 @@ BASE = {
     "data": ["data", "preview", "--out", "{tmp}/preview.png"],
     "pretrain": ["pretrain", "--out", "{tmp}/assets"],
     "profile": ["profile", "--method", "lora", "--suite", "smoke", "--flops-only", "--out", "{tmp}/p.json"],
+    "counts": ["counts", "--out", "{tmp}/counts.json"],
     # no saved model exists here, so a value checked only after the model is opened fails on the model instead
     "predict": ["predict", "--model", "{tmp}/model", "--index", "0", "--out", "{tmp}/mask.png"],
     "evaluate": ["evaluate", "--model", "{tmp}/model"],
@@ -124,7 +125,8 @@ def option_cases(rng: random.Random) -> list[tuple[str, list[str]]]:
     cases = []
     for command, options in command_options().items():
         for option in options:
-            generate = (PROFILE_OUT if command in ("profile", "data", "predict") else {}).get(option) or OPTIONS[option]
+            one_file = command in ("profile", "counts", "data", "predict")
+            generate = (PROFILE_OUT if one_file else {}).get(option) or OPTIONS[option]
             for value in generate(rng):
                 argv = [a for a in BASE[command]]
                 if option == "action":

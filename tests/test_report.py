@@ -129,7 +129,8 @@ def test_paper_page_shows_a_paper_suite_run_beside_the_paper(tmp_path):
     write(root, make_record("full", seed=0, lr=1e-3, miou=61.0, suite=suite), "a")
     page = build(root)[Path("paper.md")]
     row = next(line for line in page.splitlines() if line.startswith("| risbench full fine-tuning | ViT-B-16"))
-    assert "| 61.00 | 62.00 | 63.00 |" in row and "1 ok (lr search incomplete); last step" in row
+    one = "(1 seed: no seed spread)"
+    assert f"| 61.00 {one} | 62.00 {one} | 63.00 {one} |" in row and "1 ok (lr search incomplete); last step" in row
 
 
 def test_paper_page_compares_the_selected_checkpoint_with_etris_and_the_leaderboard_keeps_the_last_step(tmp_path):
@@ -142,7 +143,8 @@ def test_paper_page_compares_the_selected_checkpoint_with_etris_and_the_leaderbo
     files = build(root)
     row = next(line for line in files[Path("paper.md")].splitlines()
                if line.startswith("| risbench full fine-tuning | ViT-B-16"))
-    assert "| 70.00 | 71.00 | 72.00 |" in row and "best checkpoint by ETRIS's selection" in row
+    one = "(1 seed: no seed spread)"
+    assert f"| 70.00 {one} | 71.00 {one} | 72.00 {one} |" in row and "best checkpoint by ETRIS's selection" in row
     assert rows_of(files[Path("paper-vitb16/leaderboard.md")], "Accuracy (%)")["full"][3].startswith("61.00")
 
 
@@ -159,7 +161,7 @@ def test_paper_page_has_every_table_and_fills_ablation_rows_from_their_runs(tmp_
     page = pages[Path("paper.md")]
     assert all(f"## Table {n}:" in page for n in range(2, 9))
     without_bridger = next(line for line in page.splitlines() if line.startswith("| w/o Bridger"))
-    assert "67.73" in without_bridger and "not run" in without_bridger and "26.00 ± 1.00" in without_bridger
+    assert "67.73" in without_bridger and "not run" in without_bridger and "| 26.00 [25.0, 27.0] |" in without_bridger
     assert "python -m benchmarks sweep --table 6 --suite paper-rn101" in page
     board = pages[Path("shapes/leaderboard.md")]
     assert "26.00" in board and "10.00" not in board.split("## ")[1]
@@ -279,3 +281,20 @@ def test_paper_efficiency_table_keeps_one_row_per_device_and_precision():
     cells = [{c.strip() for c in line.split("|")} for line in lines]
     assert sorted(("NVIDIA H200" in c, ({"bf16", "fp16", "fp32"} & c).pop()) for c in cells) == [
         (False, "fp32"), (True, "bf16"), (True, "fp16")]
+
+
+def test_paper_page_cells_carry_the_leaderboards_interval_and_one_seed_has_no_spread(tmp_path):
+    """Same runs, same statistics: a shapes-analog cell equals the leaderboard's mIoU cell (both
+    seeds-only here), and a row with one seed says it has no seed spread instead of showing an interval."""
+    shapes = dataclasses.replace(SUITE, name="shapes", lr_grid=(1e-3,))
+    root = tmp_path / "results"
+    for seed, miou in ((0, 30.0), (1, 34.0), (2, 35.5)):
+        write(root, make_record("full", seed=seed, lr=1e-3, miou=miou, suite=shapes), "a")
+    write(root, make_record("frozen", seed=0, lr=1e-3, miou=25.0, suite=shapes), "a")
+    pages = build(root)
+    board = rows_of(pages[Path("shapes/leaderboard.md")], "Accuracy (%)")
+    table2 = rows_of(pages[Path("paper.md")], "Table 2: Other PET methods")
+    assert re.fullmatch(r"33\.17 \[\d+\.\d, \d+\.\d\]", board["full"][3])
+    assert table2["Full tuning"][-1] == board["full"][3]
+    assert board["frozen"][3] == "25.00" and table2["Frozen backbone"][-1] == "25.00 (1 seed: no seed spread)"
+    assert "over seeds, then over expressions" in pages[Path("paper.md")].split("## Table 3")[0]

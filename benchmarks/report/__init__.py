@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.paper_counts import load_counts
 from benchmarks.report import ablations, leaderboard, paper, plots
 from benchmarks.report.runs import runs_frame
 from benchmarks.store import PROFILE_DIR, ResultStore, atomic_write_bytes, atomic_write_text
@@ -79,7 +80,7 @@ def build(results: Path) -> dict[Path, str | bytes]:
         splits = list(settings["eval_splits"])
         files[Path(suite) / "ablations.md"] = ablations.page(suite, runs, splits)
         index += [f"- `{suite}`: [leaderboard]({suite}/leaderboard.md), [ablations]({suite}/ablations.md)"]
-    files[Path("paper.md")] = paper.page(frame, profiles)
+    files[Path("paper.md")] = paper.page(frame, profiles, load_counts(results))
     text, figures = scaling_page(profiles)
     files[Path("scaling.md")] = text
     files.update({Path(name): png for name, png in figures.items()})

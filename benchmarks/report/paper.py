@@ -10,16 +10,28 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from benchmarks.paper_tables import ANALOG_SUITE, PAPER_SUITE, TABLES, PaperTable, Row
+from benchmarks.report import paper_direction as direction
 from benchmarks.report.markdown import Column, paper_ratio_column, table
-from benchmarks.report.runs import aggregate, current_budget, leaderboard_runs, run_variant
+from benchmarks.report.paper_cells import (
+    NOT_RUN,
+    cell,
+    chosen_runs,
+    etris_split,
+    row_groups,
+    row_stats,
+    seeds_only_note,
+)
+from benchmarks.report.paper_params import other_backbones, params_cell, params_notes
+from benchmarks.report.runs import aggregate, run_variant
+from benchmarks.report.statistics import METHOD_NOTE, SplitStats
 from methods import get_method
 from riscore.identity import config_identity
 
-NOT_RUN = "not run"
 BENCHMARKS = (("refcoco", ("val", "testA", "testB")), ("refcoco+", ("val", "testA", "testB")),
               ("refcocog", ("val", "test")))
 BACKBONE_SUITES = {"RN50": "paper-rn50", "RN101": "paper-rn101", "ViT-B-16": "paper-vitb16"}
@@ -58,54 +70,45 @@ def _cells() -> list[tuple[str, str]]:
     return [(f"{name}/{split}", f"{name} {split}") for name, splits in BENCHMARKS for split in splits]
 
 
-def accuracy_table(runs: pd.DataFrame) -> str:
-    """Published rows, then this project's rows per backbone (RefCOCO from the paper suites)."""
-    rows = []
+def accuracy_table(runs: pd.DataFrame) -> tuple[str, list[SplitStats]]:
+    """Published rows, then this project's rows per backbone (RefCOCO from the paper suites), with the
+    statistics behind their cells."""
+    rows, used = [], []
     for pub in PUBLISHED:
         row = {"method": pub.method, "backbone": pub.backbone, "source": pub.source,
                "tunable": f"{pub.tunable_m:.2f}" if pub.tunable_m is not None else "all"}
         row.update({key: pub.miou.get(key, "–") for key, _ in _cells()})
         rows.append(row)
     for backbone, suite in BACKBONE_SUITES.items():
-        suite_runs = runs[runs["suite"] == suite] if not runs.empty else runs
-        chosen = leaderboard_runs(current_budget(suite_runs)) if len(suite_runs) else suite_runs
-        agg = aggregate(chosen[chosen["variant"] == "default"], [*_miou_columns(), "added"]
-                        ) if len(chosen) else pd.DataFrame()
+        chosen = chosen_runs(runs, suite)
+        groups = row_groups(chosen, {method: (method, "default") for method, _ in OURS})
+        stats = {split: row_stats(groups, chosen, split) for split in ("val", "testA", "testB")}
+        used += stats.values()
+        agg = aggregate(chosen[chosen["variant"] == "default"], ["added"]) if len(chosen) else pd.DataFrame()
         for method, title in OURS:
-            found = agg[agg["method"] == method] if len(agg) else agg
             row = {"method": f"risbench {title}", "backbone": backbone, "source": f"`{suite}` suite"}
             for key, _ in _cells():
                 row[key] = NOT_RUN
-            if len(found):  # it ran: its numbers, or a dash where no run finished ok (the status says why)
+            for split, one in stats.items():
+                row[f"refcoco/{split}"] = cell(one, method, groups[method])
+            found = agg[agg["method"] == method] if len(agg) else agg
+            if len(found):  # it ran: its numbers, or why no run counts
                 got = found.iloc[0]
-                for split in ("val", "testA", "testB"):
-                    row[f"refcoco/{split}"] = Column(as_etris(got, split), "", with_std=True).text(got)
                 row["tunable"] = "all" if method == "full" else Column("added", "", scale=1e-6).text(got)
-                row["source"] += f" ({got['runs']}{_selected_note(got)})"
+                row["source"] += f" ({got['runs']}{_selected_note(chosen)})"
             else:
                 row["tunable"] = NOT_RUN
             rows.append(row)
     columns = [Column("method", "method", left=True), Column("backbone", "backbone", left=True),
                *(Column(key, title, digits=2) for key, title in _cells()),
                Column("tunable", "tunable backbone params (M)", left=True), Column("source", "source", left=True)]
-    return table(pd.DataFrame(rows), columns)
+    return table(pd.DataFrame(rows), columns), used
 
 
-def _miou_columns(splits: tuple[str, ...] = ("val", "testA", "testB")) -> list[str]:
-    return [c for split in splits for c in (f"{split}/mIoU", f"selected:{split}/mIoU")]
-
-
-def as_etris(aggregated: pd.Series, split: str) -> str:
-    """The column that compares with ETRIS's number: the checkpoint its selection picked where the runs selected
-    one (the paper suites do), else the last step (what leaderboards show)."""
-    selected = f"selected:{split}/mIoU"
-    return selected if selected in aggregated and pd.notna(aggregated[selected]) else f"{split}/mIoU"
-
-
-def _selected_note(aggregated: pd.Series) -> str:
-    chose = [c for c in aggregated.index if c.startswith("selected:") and c.endswith("/mIoU")
-             and pd.notna(aggregated[c])]
-    return "; best checkpoint by ETRIS's selection, last step on the leaderboard" if chose else "; last step"
+def _selected_note(chosen: pd.DataFrame) -> str:
+    if etris_split(chosen, "val") != "val":
+        return "; best checkpoint by ETRIS's selection, last step on the leaderboard"
+    return "; last step"
 
 
 def row_variant(row: Row) -> str:
@@ -114,42 +117,45 @@ def row_variant(row: Row) -> str:
     return run_variant(row.method, config, {"decoder_options": row.decoder_options})
 
 
-def _measured(runs: pd.DataFrame, suite: str) -> pd.DataFrame:
-    suite_runs = runs[runs["suite"] == suite] if not runs.empty else runs
-    if not len(suite_runs):
-        return pd.DataFrame()
-    return aggregate(leaderboard_runs(current_budget(suite_runs)), [*_miou_columns(("val",)), "added"])
-
-
-def ablation_table(number: int, runs: pd.DataFrame) -> list[str]:
-    """One of Tables 2, 4-8: the paper's numbers, then this project's val mIoU (mean ± std over seeds) on the
-    paper suite (at the checkpoint ETRIS's selection picks, where the runs selected one) and on its shapes
-    analog, or `not run`, with the command that fills them."""
+def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | None) -> list[str]:
+    """One of Tables 2, 4-8: the paper's numbers, then this project's val mIoU with the leaderboard's 95%
+    interval on the paper suite (at the checkpoint ETRIS's selection picks, where the runs selected one) and on
+    its shapes analog, or `not run`, with the command that fills them."""
     spec: PaperTable = TABLES[number]
-    measured = {suite: _measured(runs, suite) for suite in (PAPER_SUITE, ANALOG_SUITE)}
-    rows = []
-    for row in spec.rows:
-        cells = {"row": row.label, **{f"paper {c}": "–" if v is None else f"{v:g}"
-                                      for c, v in zip(spec.columns, row.paper, strict=True)}}
-        for suite, agg in measured.items():
-            found = agg[(agg["method"] == row.method) & (agg["variant"] == row_variant(row))] if len(agg) else agg
-            cells[suite] = (Column(as_etris(found.iloc[0], "val"), "", with_std=True).text(found.iloc[0])
-                            if len(found) else NOT_RUN)
-        rows.append(cells)
+    labels = {row.label: (row.method, row_variant(row)) for row in spec.rows}
+    rows = [{"row": row.label, **{f"paper {c}": "–" if v is None else f"{v:g}"
+                                  for c, v in zip(spec.columns, row.paper, strict=True)},
+             "params": params_cell(spec, row, counts)} for row in spec.rows]
+    others = other_backbones(spec, counts)
+    for cells in rows:
+        cells.update({f"params {suite}": found[cells["row"]] for suite, found in others.items()})
+    used = []
+    for suite in (PAPER_SUITE, ANALOG_SUITE):
+        chosen = chosen_runs(runs, suite)
+        groups = row_groups(chosen, labels)
+        stats = row_stats(groups, chosen, "val")
+        used.append(stats)
+        for cells in rows:
+            cells[suite] = cell(stats, cells["row"], groups[cells["row"]])
     columns = [Column("row", "row", left=True), *(Column(f"paper {c}", f"ETRIS: {c}") for c in spec.columns),
-               Column(PAPER_SUITE, f"risbench `{PAPER_SUITE}` val mIoU", left=True),
-               Column(ANALOG_SUITE, f"risbench `{ANALOG_SUITE}` analog val mIoU", left=True)]
+               *([Column("params", f"risbench `{PAPER_SUITE}` params (M)", left=True)] if spec.params_column else []),
+               *(Column(f"params {suite}", f"risbench `{suite}` params (M)", left=True) for suite in others),
+               Column(PAPER_SUITE, f"risbench `{PAPER_SUITE}` val mIoU [95% CI]", left=True),
+               Column(ANALOG_SUITE, f"risbench `{ANALOG_SUITE}` analog val mIoU [95% CI]", left=True)]
     return [f"## Table {number}: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
+            *seeds_only_note(used), *(params_notes(spec, counts) if spec.params_column else []),
             f"`not run` cells fill with `{spec.command(PAPER_SUITE)}` (GPU and RefCOCO data) and "
-            f"`{spec.command(ANALOG_SUITE)}` (CPU). Whether the shapes analog agrees with the paper's direction "
-            "is stated once its rows have run.", ""]
+            f"`{spec.command(ANALOG_SUITE)}` (CPU).", "",
+            *([direction.sentence(spec, used[-1], ANALOG_SUITE), ""] if spec.focal else [])]
 
 
-def counts_table() -> list[str]:
+def counts_table(counts: dict[str, Any] | None) -> list[str]:
     spec = TABLES[3]
-    rows = [{"row": r.label, **dict(zip(spec.columns, r.paper, strict=True))} for r in spec.rows]
-    columns = [Column("row", "row", left=True), *(Column(c, f"ETRIS: {c} (M)", digits=2) for c in spec.columns)]
-    return [f"## Table 3: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
+    rows = [{"row": r.label, **dict(zip(spec.columns, r.paper, strict=True)), "params": params_cell(spec, r, counts)}
+            for r in spec.rows]
+    columns = [Column("row", "row", left=True), *(Column(c, f"ETRIS: {c} (M)", digits=2) for c in spec.columns),
+               Column("params", "risbench backbone (M)", left=True)]
+    return [f"## Table 3: {spec.title}", "", table(pd.DataFrame(rows), columns), "", *params_notes(spec, counts),
             "risbench's Bridger counts equal the released ETRIS code's (RN50 and RN101 1.94 M, ViT-B/16 0.60 M at "
             "width 64, 1.39 M at 128; tested); the decoder and totals at random init: "
             "`python -m benchmarks bench --list-methods --counts` and the efficiency table below.", "",
@@ -194,13 +200,17 @@ def efficiency_table(profiles: list[dict]) -> str | None:
     return table(frame, columns)
 
 
-def page(runs: pd.DataFrame, profiles: list[dict]) -> str:
+def page(runs: pd.DataFrame, profiles: list[dict], counts: dict[str, Any] | None = None) -> str:
+    """The whole page; `counts` is the `counts` document (None: the count columns say how to fill them)."""
+    accuracy, used = accuracy_table(runs)
     lines = ["# ETRIS (ICCV 2023) beside risbench", "",
-             "mIoU (%) on the RefCOCO family. Published rows quote the papers; risbench rows are the mean ± std "
-             "over seeds of this project's runs of the paper suites (RefCOCO only; they need a GPU and the "
-             "RefCOCO files), or `not run`. `tunable` counts parameters added to the backbone (the paper's "
-             "measure), in millions.", "", accuracy_table(runs), "", *counts_table(),
-             *(line for number in (2, 4, 5, 6, 7, 8) for line in ablation_table(number, runs)),
+             "mIoU (%) on the RefCOCO family. Published rows quote the papers; risbench rows are this project's "
+             "runs of the paper suites (RefCOCO only; they need a GPU and the RefCOCO files), or `not run`. A "
+             "measured cell is the mean over seeds at the learning rate the search chose, with its 95% interval "
+             f"[low, high] computed exactly as on the leaderboards: {METHOD_NOTE} `tunable` counts parameters "
+             "added to the backbone (the paper's measure), in millions.", "", accuracy, "",
+             *seeds_only_note(used), *counts_table(counts),
+             *(line for number in (2, 4, 5, 6, 7, 8) for line in ablation_table(number, runs, counts)),
              "## Efficiency at paper scale", ""]
     efficiency = efficiency_table(profiles)
     if efficiency is None:
