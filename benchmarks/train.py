@@ -220,8 +220,9 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
     exception on any process (other than a divergence, which all processes see together) ends the job
     without a record: the others would otherwise wait in a collective until the backend's timeout.
 
-    With `model_dir`, a run that ends ok saves its trained weights there (benchmarks/saved_model.py) before its
-    record is written and its checkpoints deleted, so a finished record always has its model.
+    With `model_dir`, a run that ends ok saves its trained weights there (benchmarks/saved_model.py), the
+    selected ones too when it selected, before its record is written and its checkpoints deleted, so a finished
+    record always has its model.
 
     With `live_log` (benchmarks/live_log.py), training reports its curve and evaluations as they happen.
     """
@@ -293,7 +294,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         record = make_record(spec, status, error, started_at, done, results, baselines, cost, device, precision,
                              selected if status == "ok" else None)
         if main and model_dir is not None and status == "ok":
-            save_model(model_dir, model, spec, record)
+            save_model(model_dir, model, spec, record, done.selection.best_weights)
         if main:
             store.write(spec, record)
         if status == "interrupted":  # every process was signalled: no barrier, each saves what it must and stops
