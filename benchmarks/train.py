@@ -187,13 +187,13 @@ def anytime_record(suite: Suite, done: Progress, train_gflops_per_image: float |
 
 def evaluate_splits(model: RISModel, suite: Suite, device: torch.device,
                     amp: torch.dtype | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics, trivial baselines) per evaluation split."""
+    """(metrics with the showcase masks, trivial baselines) per evaluation split."""
     results, baselines = {}, {}
     for split in suite.eval_splits:
         dataset = eval_subset(build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options),
                               suite.eval_limit)
         results[split] = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold,
-                                  device=device, autocast_dtype=amp)
+                                  device=device, autocast_dtype=amp, showcase=True)
         baselines[split] = trivial_baselines(dataset)
     return results, baselines
 
