@@ -18,7 +18,7 @@ import torch
 from benchmarks import environment, validate
 from benchmarks.saved_model import DEFAULT_WEIGHTS, SavedModel
 from benchmarks.step import autocast_dtype
-from benchmarks.store import DEFAULT_RESULTS, SCHEMA_VERSION, atomic_write_text
+from benchmarks.store import DEFAULT_RESULTS, SCHEMA_VERSION, atomic_write_text, run_info
 from benchmarks.suites import Suite
 from benchmarks.train import evaluate_splits
 from riscore.errors import UserError
@@ -51,25 +51,9 @@ def reevaluate(saved: SavedModel, suite: Suite, device: torch.device, weights: s
     spec = saved.spec
     return {
         "schema_version": SCHEMA_VERSION,
-        "run_info": {
-            "suite": suite.name,
-            "method": spec.method,
-            "method_config": spec.config()["method_config"],
-            "lr": spec.lr,
-            "seed": spec.seed,
-            "config_hash": spec.config_hash,
-            "off_budget": spec.off_budget,
-            "status": "ok",
-            "error": None,
-            "started_at": started_at,
-            "reevaluation": True,
-            "model": str(saved.folder),
-            "weights": weights,
-            "trained_suite": spec.suite.name,
-            "eval_splits": list(suite.eval_splits),
-            "eval_limit": suite.eval_limit,
-            "config": spec.config(),
-        },
+        "run_info": run_info(spec, suite.name, "ok", None, started_at, reevaluation=True, model=str(saved.folder),
+                             weights=weights, trained_suite=spec.suite.name, eval_splits=list(suite.eval_splits),
+                             eval_limit=suite.eval_limit),
         "train_info": {},
         "results": results,
         "baselines": baselines,

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.build import backbone_config, build_model
 from benchmarks.checkpoint import trained_weights, weights_loaded
-from benchmarks.store import ResultStore, RunSpec
+from benchmarks.store import ResultStore, RunSpec, read_json
 from benchmarks.suites import Suite
 from methods.backbone import pretrained_file
 from methods.model import RISModel
@@ -186,9 +186,9 @@ class SavedModel:
             raise UserError(f"--model {path}: not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
                             "bench saves one per finished run under runs/models/")
         try:
-            config = json.loads(config_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"--model {path}: {CONFIG_FILE} is not readable JSON ({type(exc).__name__})") from None
+            config = read_json(config_path, "model config")
+        except ValueError as exc:
+            raise UserError(f"--model {path}: {CONFIG_FILE} is {exc}") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise UserError(f"--model {path}: {CONFIG_FILE} is not a {FORMAT} config")
         try:

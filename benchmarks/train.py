@@ -34,7 +34,7 @@ from benchmarks.sampling import StepBatches, epoch_order
 from benchmarks.saved_model import save_model
 from benchmarks.selection import Selection, selection_set
 from benchmarks.step import Diverged, Precision, lr_factor, make_optimizer, training_step
-from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
+from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec, run_info
 from benchmarks.suites import Suite
 from methods.model import RISModel
 from riscore.errors import UserError
@@ -314,19 +314,7 @@ def make_record(spec: RunSpec, status: str, error: str | None, started_at: str, 
     suite, seconds = spec.suite, done.seconds()
     record = {
         "schema_version": SCHEMA_VERSION,
-        "run_info": {
-            "suite": suite.name,
-            "method": spec.method,
-            "method_config": spec.config()["method_config"],
-            "lr": spec.lr,
-            "seed": spec.seed,
-            "config_hash": spec.config_hash,
-            "off_budget": spec.off_budget,
-            "status": status,
-            "error": error,
-            "started_at": started_at,
-            "config": spec.config(),
-        },
+        "run_info": run_info(spec, suite.name, status, error, started_at),
         "train_info": {
             "steps_planned": suite.steps,
             "steps_done": done.step,
