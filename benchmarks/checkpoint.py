@@ -12,11 +12,13 @@ kept, so there is no older good one, and a run must never be stuck on a file it 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import random
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,22 @@ def trained_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n for n, _ in model.named_buffers()}
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in trainable | buffers}
+
+
+def copied_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of trained_weights: on the CPU those share the parameters' storage, which training goes on changing."""
+    return {name: tensor.clone() for name, tensor in trained_weights(model).items()}
+
+
+@contextlib.contextmanager
+def weights_loaded(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> Iterator[torch.nn.Module]:
+    """`model` holding `weights` (trained_weights of another step) inside the block, and its own again after it."""
+    own = copied_weights(model)
+    model.load_state_dict(weights, strict=False)
+    try:
+        yield model
+    finally:
+        model.load_state_dict(own, strict=False)
 
 
 class Checkpointer:

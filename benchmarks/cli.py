@@ -269,6 +269,7 @@ def _open_model(args: argparse.Namespace):
     from benchmarks.suites import load_suite
 
     saved = SavedModel.open(args.model)
+    saved.weights_folder(args.weights)  # refuses --weights selected for a run that did not select
     suite = load_suite(args.suite) if args.suite else saved.spec.suite
     saved.check_suite(suite)
     if args.threads:
@@ -292,7 +293,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         query = query_from_file(Path(args.image), args.text, suite.image_size)
     else:
         query = query_from_dataset(suite, args.split or suite.eval_splits[0], args.index, args.text)
-    model = saved.build(device, suite)
+    model = saved.build(device, suite, args.weights)
     probs = probabilities(model, query, device, autocast_dtype(suite, device))
     caption = write_prediction(query, probs, suite.threshold, out, probs_out)
     print(caption)
@@ -302,7 +303,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmarks.reevaluate import check_record_path, compare_with_record, evaluation_suite, reevaluate, write_record
-    from benchmarks.summary import summary_table
+    from benchmarks.summary import table_text
 
     record_path = Path(args.record) if args.record else None
     if record_path is not None:
@@ -310,12 +311,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     saved, suite, device = _open_model(args)
     splits = [s.strip() for value in args.split for s in value.split(",") if s.strip()]
     suite = evaluation_suite(suite, splits, args.limit)
-    record = reevaluate(saved, suite, device)
+    record = reevaluate(saved, suite, device, args.weights)
     info = record["run_info"]
     limit = f"first {suite.eval_limit} expressions" if suite.eval_limit else "whole splits"
-    print(f"\n{info['method']} (seed {info['seed']}, trained on {info['trained_suite']}) on {suite.name}, {limit}:")
-    print(summary_table(record).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    for line in compare_with_record(saved, suite, record["results"]):
+    print(f"\n{info['method']} (seed {info['seed']}, trained on {info['trained_suite']}, "
+          f"{saved.describe(args.weights)}) on {suite.name}, {limit}:")
+    print(table_text(record))
+    for line in compare_with_record(saved, suite, record["results"], args.weights):
         print(line)
     if record_path is not None:
         write_record(record, record_path)
@@ -337,6 +339,14 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=validate.DEVICE, default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--threads", type=validate.NON_NEGATIVE_INT, default=0,
                         help="torch CPU threads (default: torch's)")
+
+
+def add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    """Which weights of a saved model (benchmarks.saved_model.WEIGHTS; not imported here: it needs torch)."""
+    parser.add_argument("--weights", choices=("last", "selected"), default="last",
+                        help="last: the last step's, which the record's results and leaderboards report (default); "
+                             "selected: the checkpoint the run selected (suite key select_every), which its "
+                             "selection reports")
 
 
 def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -460,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="a saved model's mask for one expression on an image or dataset item")
     predict.add_argument("--model", required=True, help="saved model folder (bench writes them under runs/models/)")
+    add_weights_argument(predict)
     predict.add_argument("--image", help="image file to segment (with --text)")
     predict.add_argument("--text", help="the referring expression (with --index: replaces the item's own)")
     predict.add_argument("--index", type=validate.NON_NEGATIVE_INT,
@@ -473,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="evaluate a saved model on any split of its suite (or another)")
     evaluate.add_argument("--model", required=True, help="saved model folder (bench writes them under runs/models/)")
+    add_weights_argument(evaluate)
     evaluate.add_argument("--suite", help="suite on the same backbone to evaluate on (default: the model's suite)")
     evaluate.add_argument("--split", action="append", default=[],
                           help="split(s), repeatable or comma-separated (default: the suite's evaluation splits)")

@@ -38,10 +38,12 @@ def batch_logits(model: RISModel, images: torch.Tensor, texts: list[str], device
 
 @torch.no_grad()
 def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: float,
-             device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
+             device: torch.device, autocast_dtype: torch.dtype | None = None, showcase: bool = False
+             ) -> dict[str, Any]:
     """mIoU, oIoU, Prec@X (percent) and per-kind mIoU over `dataset`, inference throughput, every
-    expression's counts (`per_expression`, packed) and the predicted masks of a few fixed ones (`showcase`)."""
-    meter, keeper = IoUMeter(), ShowcaseKeeper()
+    expression's counts (`per_expression`, packed) and, with `showcase` (for evaluations whose results a record
+    keeps), the predicted masks of a few fixed ones (`showcase`)."""
+    meter, keeper = IoUMeter(), ShowcaseKeeper() if showcase else None
     items = item_indices(dataset)
     shard = distributed.shard(len(dataset))
     shard_items = iter(items[shard.start:shard.stop])
@@ -60,16 +62,19 @@ def evaluate(model: RISModel, dataset: Dataset, *, batch_size: int, threshold: f
             predictions = logits_to_masks(logits, batch["letterbox"], threshold)
             for pred, target, kind in zip(predictions, batch["orig_mask"], batch["kind"], strict=True):
                 meter.update(pred, target, kind)
-                keeper.offer(next(shard_items), pred, kind)
+                if keeper is not None:
+                    keeper.offer(next(shard_items), pred, kind)
             seen += logits.shape[0]
     finally:
         model.train(was_training)
     parts = distributed.gather((meter, seen, time.perf_counter() - started, keeper))
     meter = IoUMeter.merged(part[0] for part in parts)
     seen, elapsed = sum(part[1] for part in parts), max(part[2] for part in parts)
-    return {**meter.compute(), "eval_seconds": elapsed, "images_per_second": seen / elapsed if elapsed else None,
-            "per_expression": from_meter(meter, items),
-            "showcase": ShowcaseKeeper.merged([part[3] for part in parts]).pack()}
+    scores = {**meter.compute(), "eval_seconds": elapsed, "images_per_second": seen / elapsed if elapsed else None,
+              "per_expression": from_meter(meter, items)}
+    if showcase:
+        scores["showcase"] = ShowcaseKeeper.merged([part[3] for part in parts]).pack()
+    return scores
 
 
 def item_indices(dataset: Dataset) -> list[int]:

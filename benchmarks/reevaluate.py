@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from benchmarks import environment, validate
-from benchmarks.saved_model import SavedModel
+from benchmarks.saved_model import DEFAULT_WEIGHTS, SavedModel
 from benchmarks.step import autocast_dtype
-from benchmarks.store import DEFAULT_RESULTS, SCHEMA_VERSION, atomic_write_text
+from benchmarks.store import DEFAULT_RESULTS, SCHEMA_VERSION, atomic_write_text, run_info
 from benchmarks.suites import Suite
 from benchmarks.train import evaluate_splits
 from riscore.errors import UserError
@@ -42,32 +42,18 @@ def check_record_path(path: Path) -> None:
                         "re-evaluation elsewhere, e.g. runs/reevaluations/NAME.json")
 
 
-def reevaluate(saved: SavedModel, suite: Suite, device: torch.device) -> dict[str, Any]:
-    """A re-evaluation record of `saved` on `suite`'s eval_splits and eval_limit."""
+def reevaluate(saved: SavedModel, suite: Suite, device: torch.device, weights: str = DEFAULT_WEIGHTS
+               ) -> dict[str, Any]:
+    """A re-evaluation record of `saved`'s `weights` (last or selected) on `suite`'s eval_splits and eval_limit."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    model = saved.build(device, suite)
+    model = saved.build(device, suite, weights)
     results, baselines = evaluate_splits(model, suite, device, autocast_dtype(suite, device))
     spec = saved.spec
     return {
         "schema_version": SCHEMA_VERSION,
-        "run_info": {
-            "suite": suite.name,
-            "method": spec.method,
-            "method_config": spec.config()["method_config"],
-            "lr": spec.lr,
-            "seed": spec.seed,
-            "config_hash": spec.config_hash,
-            "off_budget": spec.off_budget,
-            "status": "ok",
-            "error": None,
-            "started_at": started_at,
-            "reevaluation": True,
-            "model": str(saved.folder),
-            "trained_suite": spec.suite.name,
-            "eval_splits": list(suite.eval_splits),
-            "eval_limit": suite.eval_limit,
-            "config": spec.config(),
-        },
+        "run_info": run_info(spec, suite.name, "ok", None, started_at, reevaluation=True, model=str(saved.folder),
+                             weights=weights, trained_suite=spec.suite.name, eval_splits=list(suite.eval_splits),
+                             eval_limit=suite.eval_limit),
         "train_info": {},
         "results": results,
         "baselines": baselines,
@@ -76,20 +62,23 @@ def reevaluate(saved: SavedModel, suite: Suite, device: torch.device) -> dict[st
     }
 
 
-def compare_with_record(saved: SavedModel, suite: Suite, results: dict[str, Any]) -> list[str]:
-    """One line per split that the training run also scored under the same data and limit: reproduced or not."""
+def compare_with_record(saved: SavedModel, suite: Suite, results: dict[str, Any], weights: str = DEFAULT_WEIGHTS
+                        ) -> list[str]:
+    """One line per split that the training run also scored, for the same `weights`, under the same data and
+    limit: reproduced or not."""
     trained = saved.spec.suite
     same_data = (suite.dataset, suite.dataset_options, suite.eval_limit, suite.threshold) == (
         trained.dataset, trained.dataset_options, trained.eval_limit, trained.threshold)
-    recorded = saved.config.get("recorded_results") or {}
+    recorded = saved.recorded_results(weights)
+    source = "the record" if weights == "last" else "the record's selection"
     lines = []
     for split, metrics in results.items():
         if not same_data or split not in recorded:
             continue
         differing = [f"{k} {metrics.get(k)} vs {recorded[split].get(k)}" for k in COMPARED
                      if metrics.get(k) != recorded[split].get(k)]
-        lines.append(f"{split}: reproduces the record exactly (mIoU {metrics['mIoU']:.2f})" if not differing
-                     else f"{split}: differs from the record: {'; '.join(differing)}")
+        lines.append(f"{split}: reproduces {source} exactly (mIoU {metrics['mIoU']:.2f})" if not differing
+                     else f"{split}: differs from {source}: {'; '.join(differing)}")
     return lines
 
 

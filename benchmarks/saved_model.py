@@ -9,6 +9,11 @@ A saved model is one folder (default runs/models/<suite>/<method>/<hash12>-seed<
     peft/               peft-based methods only: adapter_config.json + adapter_model.safetensors as
                         PeftModel.save_pretrained writes them, so `PeftModel.from_pretrained(clip, "peft")` puts
                         the trained adapter into the same CLIP (the decoder stays in model.safetensors)
+    selected/           runs that selected a checkpoint (suite key select_every) at another step than the last:
+                        the selected weights, as model.safetensors (+ peft/) again
+The top-level weights are the last step's, which the record's `results` (and leaderboards) report; model.json's
+`selection` says which step was selected and where its weights are (`selected`, or `.` when the last step was
+the best), with the metrics the record's `selection` reports for them.
 The frozen backbone is not copied: it is rebuilt from the pretrained weights the sha256 identifies. The folder
 is written under a temporary name and renamed, so it is either complete or absent.
 """
@@ -29,8 +34,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from benchmarks.build import backbone_config, build_model
-from benchmarks.checkpoint import trained_weights
-from benchmarks.store import ResultStore, RunSpec
+from benchmarks.checkpoint import trained_weights, weights_loaded
+from benchmarks.store import ResultStore, RunSpec, read_json
 from benchmarks.suites import Suite
 from methods.backbone import pretrained_file
 from methods.model import RISModel
@@ -41,6 +46,9 @@ FORMAT = "risbench-model/1"
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 PEFT_DIR = "peft"
+SELECTED_DIR = "selected"
+WEIGHTS = ("last", "selected")  # which weights of a saved model to use
+DEFAULT_WEIGHTS = "last"  # what a record's `results`, its headline, report
 MODELS_ENV = "RISBENCH_MODELS"  # where saved models go when --models-dir is not given
 REPO = Path(__file__).resolve().parent.parent
 _UMASK = os.umask(0)
@@ -73,10 +81,16 @@ def _peft_adapters(model: RISModel) -> dict[str, Any]:
     return dict(getattr(model.backbone.clip, "peft_config", None) or {})
 
 
-def save_model(folder: Path, model: RISModel, spec: RunSpec, record: dict[str, Any]) -> Path:
-    """Write the saved model of a finished run to `folder` atomically (a previous one there is replaced)."""
+def save_model(folder: Path, model: RISModel, spec: RunSpec, record: dict[str, Any],
+               selected_weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the saved model of a finished run to `folder` atomically (a previous one there is replaced):
+    `model`'s weights, and `selected_weights` when the record's `selection` chose another step than the last."""
     weights = {name: tensor.clone() for name, tensor in trained_weights(model).items()}  # no shared storage
     adapters = _peft_adapters(model)
+    selection = record.get("selection")
+    separate = selection is not None and selection["step"] != record["train_info"]["steps_done"]
+    if separate and selected_weights is None:
+        raise ValueError(f"the record selected step {selection['step']}, but its weights were not given")
     config = {
         "format": FORMAT,
         "method": spec.method,
@@ -92,6 +106,9 @@ def save_model(folder: Path, model: RISModel, spec: RunSpec, record: dict[str, A
         "parameters_saved": sum(t.numel() for t in weights.values()),
         "peft_adapter": PEFT_DIR if adapters else None,
         "recorded_results": record.get("results", {}),
+        "selection": None if selection is None else {
+            "split": selection["split"], "step": selection["step"], "score": selection["score"],
+            "weights": SELECTED_DIR if separate else ".", "recorded_results": selection["results"]},
         "config": spec.config(),
     }
     folder = Path(folder)
@@ -99,9 +116,10 @@ def save_model(folder: Path, model: RISModel, spec: RunSpec, record: dict[str, A
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
         os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700; published folders get the usual permissions
-        save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
-        if adapters:
-            _save_peft(model, adapters, staging / PEFT_DIR)
+        _write_weights(weights, model, adapters, staging)
+        if separate:
+            with weights_loaded(model, selected_weights):
+                _write_weights(trained_weights(model), model, adapters, staging / SELECTED_DIR)
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         for written in staging.rglob("*"):  # safetensors writes 0600
             os.chmod(written, (0o777 if written.is_dir() else 0o666) & ~_UMASK)
@@ -110,6 +128,14 @@ def save_model(folder: Path, model: RISModel, spec: RunSpec, record: dict[str, A
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def _write_weights(weights: dict[str, torch.Tensor], model: RISModel, adapters: dict[str, Any], out: Path) -> None:
+    """model.safetensors (+ peft/) into `out`: `weights`, which `model` holds."""
+    out.mkdir(exist_ok=True)
+    save_file(weights, str(out / WEIGHTS_FILE), metadata={"format": FORMAT})
+    if adapters:
+        _save_peft(model, adapters, out / PEFT_DIR)
 
 
 def _save_peft(model: RISModel, adapters: dict[str, Any], out: Path) -> None:
@@ -160,9 +186,9 @@ class SavedModel:
             raise UserError(f"--model {path}: not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
                             "bench saves one per finished run under runs/models/")
         try:
-            config = json.loads(config_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"--model {path}: {CONFIG_FILE} is not readable JSON ({type(exc).__name__})") from None
+            config = read_json(config_path, "model config")
+        except ValueError as exc:
+            raise UserError(f"--model {path}: {CONFIG_FILE} is {exc}") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise UserError(f"--model {path}: {CONFIG_FILE} is not a {FORMAT} config")
         try:
@@ -192,24 +218,51 @@ class SavedModel:
                             f"{str(self.config['backbone_sha256'])[:12]}; {suite.pretrained_source()} has "
                             f"{str(sha)[:12]}: not the backbone it was trained on")
 
-    def load_into(self, model: RISModel) -> RISModel:
-        """Put the saved weights into `model` (built from `spec`); everything that trained must be covered."""
+    def weights_folder(self, weights: str = DEFAULT_WEIGHTS) -> Path:
+        """Where the `weights` ("last" or "selected") are; a model whose run did not select has no selected ones."""
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights {weights!r}: expected one of {WEIGHTS}")
+        if weights == "last":
+            return self.folder
+        selection = self.config.get("selection")
+        if not selection:
+            raise UserError(f"model {self.folder}: its run did not select a checkpoint (suite key select_every = 0); "
+                            "use --weights last")
+        return self.folder / selection["weights"]
+
+    def recorded_results(self, weights: str = DEFAULT_WEIGHTS) -> dict[str, Any]:
+        """The metrics the record reports for `weights`: its `results` (last), or its `selection`'s (selected)."""
+        self.weights_folder(weights)  # refuses "selected" without a selection
+        return (self.config.get("recorded_results") if weights == "last" else
+                self.config["selection"]["recorded_results"]) or {}
+
+    def describe(self, weights: str = DEFAULT_WEIGHTS) -> str:
+        """Which weights, in words: 'last step 30' or 'selected step 20 (val mIoU 41.20)'."""
+        if weights == "last":
+            return f"last step {self.spec.suite.steps}"
+        selection = self.config["selection"]
+        return f"selected step {selection['step']} ({selection['split']} mIoU {selection['score']:.2f})"
+
+    def load_into(self, model: RISModel, weights: str = DEFAULT_WEIGHTS) -> RISModel:
+        """Put the saved `weights` into `model` (built from `spec`); everything that trained must be covered."""
+        path = self.weights_folder(weights) / WEIGHTS_FILE
         try:
-            weights = load_file(str(self.folder / WEIGHTS_FILE))
+            state = load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise UserError(f"model {self.folder}: cannot read {WEIGHTS_FILE}: {exc}") from None
+            raise UserError(f"model {self.folder}: cannot read {path.relative_to(self.folder)}: {exc}") from None
         expected = set(trained_weights(model))
-        if set(weights) != expected:
-            extra, missing = sorted(set(weights) - expected), sorted(expected - set(weights))
+        if set(state) != expected:
+            extra, missing = sorted(set(state) - expected), sorted(expected - set(state))
             raise UserError(f"model {self.folder} does not fit {self.spec.method}: extra {extra[:3]}, "
                             f"missing {missing[:3]}")
         with torch.no_grad():
-            model.load_state_dict(weights, strict=False)
+            model.load_state_dict(state, strict=False)
         return model
 
-    def build(self, device: torch.device, suite: Suite | None = None) -> RISModel:
-        """The run's model with its trained weights, in eval mode, for `suite` (default: the one it trained in)."""
+    def build(self, device: torch.device, suite: Suite | None = None, weights: str = DEFAULT_WEIGHTS) -> RISModel:
+        """The run's model with its trained `weights` ("last" or "selected"), in eval mode, for `suite` (default:
+        the one it trained in)."""
         suite = suite or self.spec.suite
         self.check_suite(suite)
         model = build_model(suite, self.spec.method, self.spec.method_config)
-        return self.load_into(model).to(device).eval()
+        return self.load_into(model, weights).to(device).eval()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from benchmarks.checkpoint import trained_weights
+from benchmarks.checkpoint import copied_weights, weights_loaded
 from benchmarks.data import build_dataset
 from benchmarks.sampling import referent_ids
 from benchmarks.suites import Suite
@@ -31,11 +31,6 @@ def selection_set(suite: Suite) -> Dataset:
     firsts = [i for i, ref in enumerate(referent_ids(split, "checkpoint selection"))
               if not (ref in seen or seen.add(ref))]
     return Subset(split, firsts[:suite.eval_limit] if suite.eval_limit else firsts)
-
-
-def _copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # clone: on the CPU trained_weights shares the parameters' storage, which training goes on changing
-    return {name: tensor.clone() for name, tensor in trained_weights(model).items()}
 
 
 @dataclass
@@ -61,7 +56,7 @@ class Selection:
         self.seconds += seconds
         self.expressions = expressions
         if self.best_step is None or miou >= self.best_score:
-            self.best_step, self.best_weights = step, _copy(model)
+            self.best_step, self.best_weights = step, copied_weights(model)
 
     @property
     def best_score(self) -> float:
@@ -90,12 +85,8 @@ class Selection:
         if self.best_step == last_step:
             results = last_results  # the same weights: the same numbers
         else:
-            last = _copy(model)
-            model.load_state_dict(self.best_weights, strict=False)
-            try:
+            with weights_loaded(model, self.best_weights):
                 results = score()
-            finally:
-                model.load_state_dict(last, strict=False)
         return {"split": suite.select_split, "every": suite.select_every, "step": self.best_step,
                 "score": self.best_score, "expressions": self.expressions, "history": self.history,
                 "selection_seconds": self.seconds, "results": results}

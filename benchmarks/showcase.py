@@ -1,8 +1,10 @@
 """Predicted masks of a few fixed expressions, kept in the run record so reports can show them.
 
 A report must stay a pure function of results/, yet a segmentation leaderboard is read by looking at masks.
-So every evaluation keeps the predicted masks of its first `PER_KIND` expressions of each kind (in evaluation
-order, hence the same items in every run of a suite), exactly as they were scored: bool masks at the original
+So every evaluation whose results a record keeps (`evaluate(..., showcase=True)`: the evaluation splits, of the
+last step and of the selected weights; not the anytime or selection scoring, which keep only mIoU) keeps the
+predicted masks of its first `PER_KIND` expressions of each kind (in evaluation order, hence the same items in
+every run of a suite), exactly as they were scored: bool masks at the original
 image resolution, bit-packed, zlib-compressed and base64-encoded (a 64 px shapes mask is under 100 bytes).
 """
 

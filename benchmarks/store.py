@@ -61,6 +61,26 @@ class RunSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def run_info(spec: RunSpec, suite_name: str, status: str, error: str | None, started_at: str,
+             **extra: Any) -> dict[str, Any]:
+    """A record's `run_info`: what identifies the run, how it ended, then `extra` (a re-evaluation says what it
+    evaluated), then the full resolved config."""
+    return {
+        "suite": suite_name,
+        "method": spec.method,
+        "method_config": spec.config()["method_config"],
+        "lr": spec.lr,
+        "seed": spec.seed,
+        "config_hash": spec.config_hash,
+        "off_budget": spec.off_budget,
+        "status": status,
+        "error": error,
+        "started_at": started_at,
+        **extra,
+        "config": spec.config(),
+    }
+
+
 class ResultStore:
     """results/<suite>/<method>/<hash12>-seed<k>.json; never holds a partial file."""
 
@@ -102,11 +122,17 @@ class ResultStore:
                 warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
 
 
-def read_record(path: Path) -> dict[str, Any]:
+def read_json(path: Path, what: str) -> Any:
+    """The content of a JSON file; ValueError 'not a readable JSON <what> (<why>)' for a missing, unreadable,
+    non-UTF-8 or malformed one."""
     try:
-        record = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a readable JSON run record ({exc.__class__.__name__})") from None
+        raise ValueError(f"not a readable JSON {what} ({exc.__class__.__name__})") from None
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    record = read_json(path, "run record")
     if not isinstance(record, dict) or record.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"not a run record of schema version {SCHEMA_VERSION}")
     for section in ("run_info", "train_info", "results", "cost", "meta_info"):

@@ -34,7 +34,7 @@ from benchmarks.sampling import StepBatches, epoch_order
 from benchmarks.saved_model import save_model
 from benchmarks.selection import Selection, selection_set
 from benchmarks.step import Diverged, Precision, lr_factor, make_optimizer, training_step
-from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec
+from benchmarks.store import SCHEMA_VERSION, ResultStore, RunSpec, run_info
 from benchmarks.suites import Suite
 from methods.model import RISModel
 from riscore.errors import UserError
@@ -187,13 +187,13 @@ def anytime_record(suite: Suite, done: Progress, train_gflops_per_image: float |
 
 def evaluate_splits(model: RISModel, suite: Suite, device: torch.device,
                     amp: torch.dtype | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics, trivial baselines) per evaluation split."""
+    """(metrics with the showcase masks, trivial baselines) per evaluation split."""
     results, baselines = {}, {}
     for split in suite.eval_splits:
         dataset = eval_subset(build_dataset(suite.dataset, split, suite.image_size, suite.dataset_options),
                               suite.eval_limit)
         results[split] = evaluate(model, dataset, batch_size=suite.batch_size, threshold=suite.threshold,
-                                  device=device, autocast_dtype=amp)
+                                  device=device, autocast_dtype=amp, showcase=True)
         baselines[split] = trivial_baselines(dataset)
     return results, baselines
 
@@ -220,8 +220,9 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
     exception on any process (other than a divergence, which all processes see together) ends the job
     without a record: the others would otherwise wait in a collective until the backend's timeout.
 
-    With `model_dir`, a run that ends ok saves its trained weights there (benchmarks/saved_model.py) before its
-    record is written and its checkpoints deleted, so a finished record always has its model.
+    With `model_dir`, a run that ends ok saves its trained weights there (benchmarks/saved_model.py), the
+    selected ones too when it selected, before its record is written and its checkpoints deleted, so a finished
+    record always has its model.
 
     With `live_log` (benchmarks/live_log.py), training reports its curve and evaluations as they happen.
     """
@@ -293,7 +294,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         record = make_record(spec, status, error, started_at, done, results, baselines, cost, device, precision,
                              selected if status == "ok" else None)
         if main and model_dir is not None and status == "ok":
-            save_model(model_dir, model, spec, record)
+            save_model(model_dir, model, spec, record, done.selection.best_weights)
         if main:
             store.write(spec, record)
         if status == "interrupted":  # every process was signalled: no barrier, each saves what it must and stops
@@ -313,19 +314,7 @@ def make_record(spec: RunSpec, status: str, error: str | None, started_at: str, 
     suite, seconds = spec.suite, done.seconds()
     record = {
         "schema_version": SCHEMA_VERSION,
-        "run_info": {
-            "suite": suite.name,
-            "method": spec.method,
-            "method_config": spec.config()["method_config"],
-            "lr": spec.lr,
-            "seed": spec.seed,
-            "config_hash": spec.config_hash,
-            "off_budget": spec.off_budget,
-            "status": status,
-            "error": error,
-            "started_at": started_at,
-            "config": spec.config(),
-        },
+        "run_info": run_info(spec, suite.name, status, error, started_at),
         "train_info": {
             "steps_planned": suite.steps,
             "steps_done": done.step,

@@ -63,6 +63,7 @@ OPTIONS: dict[str, Any] = {
     "--reference": lambda r: ["FILE", "missing-folder"], "--models-dir": OUT_DIR,
     "--model": lambda r: ["FILE", "missing-folder", ""], "--image": lambda r: ["FILE", "missing.png"],
     "--text": lambda r: ["", " "], "--index": INT0, "--limit": INT0,
+    "--weights": lambda r: ["best", "Selected", "", junk(r)],
     "--log": lambda r: ["tensorbord", "wandb", "", junk(r)], "--log-dir": OUT_DIR,
     "--sweep-precision": lambda r: ["fp8", "bf16,half", junk(r) + "q"], "--memory-jobs": INT1,
     "--probabilities": lambda r: ["FILE/p.png", "p.txt", "DIR"], "--record": lambda r: ["FILE/r.json", "r.txt", "DIR"],

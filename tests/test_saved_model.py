@@ -123,7 +123,7 @@ def test_a_model_for_other_backbone_weights_is_refused(tmp_path, frozen_run):
 
 @pytest.mark.parametrize("damage,message", [
     (lambda f: (f / CONFIG_FILE).unlink(), "not a saved model"),
-    (lambda f: (f / CONFIG_FILE).write_text("{"), "not readable JSON"),
+    (lambda f: (f / CONFIG_FILE).write_text("{"), "model.json is not a readable JSON model config"),
     (lambda f: (f / CONFIG_FILE).write_text("{}"), "not a risbench-model/1 config"),
     (lambda f: (f / WEIGHTS_FILE).write_bytes(b"junk"), "cannot read model.safetensors"),
 ])

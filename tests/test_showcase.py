@@ -61,7 +61,7 @@ def test_keeper_keeps_the_first_of_each_kind_and_shards_merge_to_the_same(seed):
 def test_evaluation_keeps_the_masks_it_scored(tiny):
     """The kept masks are those scored: their IoU against the targets is each expression's recorded IoU."""
     dataset = eval_subset(build_dataset("shapes", "val", 64), 30)
-    scored = evaluate(tiny, dataset, batch_size=8, threshold=0.35, device=torch.device("cpu"))
+    scored = evaluate(tiny, dataset, batch_size=8, threshold=0.35, device=torch.device("cpu"), showcase=True)
     kept = unpack(scored["showcase"])
     kinds = [dataset[i]["kind"] for i in range(30)]
     assert sorted(kept.masks) == sorted(i for i in range(30) if kinds[:i + 1].count(kinds[i]) <= PER_KIND)
@@ -114,3 +114,51 @@ def test_leaderboard_says_why_there_is_no_figure_for_records_without_masks(tmp_p
     assert Path("fixture/qualitative.png") not in files
     page = files[Path("fixture/leaderboard.md")]
     assert "No qualitative figure: no record of this suite keeps predicted masks" in page
+
+
+TIMINGS = {"started_at", "train_seconds", "images_per_second", "eval_seconds", "selection_seconds",
+           "peak_memory_train_mb", "peak_memory_eval_mb"}
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def test_only_evaluations_a_record_keeps_pack_masks_and_the_record_is_unchanged(tmp_path, monkeypatch):
+    """Anytime and selection scoring keep only mIoU: they build no ShowcaseKeeper. Packing in every evaluation,
+    as before, gives the same record."""
+    import benchmarks.evaluate as evaluation
+    import benchmarks.train as train
+    from benchmarks.store import ResultStore, RunSpec
+    from benchmarks.suites import load_suite
+    from methods import get_method
+
+    built = []
+
+    class Counting(ShowcaseKeeper):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(evaluation, "ShowcaseKeeper", Counting)
+    monkeypatch.setattr(train, "profile_run", lambda *args: {})  # FLOPs: not what is tested here
+    suite = load_suite("smoke").replace({"eval_every": 1, "select_every": 1})
+    spec = RunSpec(suite, "lora", get_method("lora").make_config(), lr=suite.lr, seed=0, off_budget=True)
+    record = train.run(spec, ResultStore(tmp_path / "now"), device=torch.device("cpu"), progress=False)
+    assert len(record["train_info"]["anytime"]) == len(record["selection"]["history"]) == suite.steps
+    assert record["selection"]["step"] != suite.steps  # so the selected weights' splits are scored (and kept) too
+    kept_evaluations = 2 * len(suite.eval_splits)
+    assert len(built) == 2 * kept_evaluations  # each builds two keepers: its process's and the merged one
+
+    packing_everywhere = evaluation.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: packing_everywhere(*args, **{**kwargs,
+                                                                                             "showcase": True}))
+    before = train.run(spec, ResultStore(tmp_path / "before"), device=torch.device("cpu"), progress=False)
+    assert len(built) > 2 * 2 * kept_evaluations  # the anytime and selection scoring packed masks too
+    assert without_timings(record) == without_timings(before)
+    assert unpack(record["results"]["val"]["showcase"]).masks and unpack(record["selection"]["results"]["val"]
+                                                                         ["showcase"]).masks

@@ -49,10 +49,15 @@ def shown_runs(runs: pd.DataFrame, methods: list[str], split: str) -> dict[str, 
     return shown
 
 
+def common_indices(shown: dict[str, Showcase]) -> list[int]:
+    """The expressions whose masks every shown run kept, in index order: the candidate rows."""
+    return sorted(set.intersection(*(set(s.masks) for s in shown.values())))
+
+
 def choose_rows(shown: dict[str, Showcase], targets: dict[int, np.ndarray], rows: int = ROWS) -> list[Row]:
-    """The first common expression of each kind, then the common ones with the largest max - min IoU across
-    methods (ties: lower index first), `rows` in all."""
-    common = sorted(set.intersection(*(set(s.masks) for s in shown.values())) & set(targets))
+    """Among the expressions of `targets` (ground truth of the common_indices), the first of each kind, then those
+    with the largest max - min IoU across methods (ties: lower index first), `rows` in all."""
+    common = sorted(targets)
     kinds = next(iter(shown.values())).kinds
     chosen: list[Row] = []
     for kind in sorted({kinds[i] for i in common}):
@@ -100,7 +105,7 @@ def section(runs: pd.DataFrame, methods: list[str], suite: dict[str, Any], split
     if not shown:
         return [f"No qualitative figure: no record of this suite keeps predicted masks on {split} (records made "
                 "before masks were kept, benchmarks/showcase.py); re-running the sweep adds them.", ""]
-    indices = sorted(set.intersection(*(set(s.masks) for s in shown.values())))
+    indices = common_indices(shown)
     try:
         queries = {i: query_from_dataset(Suite.from_dict(suite), split, i) for i in indices}
     except UserError as exc:  # e.g. RefCOCO images not on this machine
