@@ -8,6 +8,7 @@ the three decoder taps after it. Attention is unfused (methods/attention.py) so 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
@@ -275,6 +276,15 @@ class Backbone(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pre["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pre["std"]).view(1, 3, 1, 1), persistent=False)
         self._tokenizer = open_clip.get_tokenizer(config.arch)
+
+    def __deepcopy__(self, memo: dict) -> Backbone:
+        """Copies share the tokenizer: it holds no weights, only vocabulary tables that took most of the time of
+        copying a small model (methods measure their footprint on a copy; tests copy models all the time)."""
+        memo.setdefault(id(self._tokenizer), self._tokenizer)
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self.__dict__, memo))  # what copy.deepcopy does for any nn.Module
+        return clone
 
     # Stages are properties, not submodules: registering them again would duplicate state_dict keys.
     def _resnet_layers(self) -> list[nn.Module]:

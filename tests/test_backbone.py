@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import open_clip
@@ -244,6 +245,18 @@ def test_bridge_pairs_are_validated(tiny: Backbone) -> None:
             tiny.encode(images(1), tiny.tokenize(["a"]))
     finally:
         tiny.bridge = None
+
+
+def test_a_deep_copy_shares_only_the_tokenizer(tiny: Backbone) -> None:
+    """Copies are cheap (the tokenizer's tables are shared) yet independent: changing one leaves the other alone."""
+    clone = copy.deepcopy(tiny)
+    assert clone._tokenizer is tiny._tokenizer and type(clone) is Backbone
+    assert torch.equal(clone.tokenize(["the red circle"]), tiny.tokenize(["the red circle"]))
+    pairs = list(zip(tiny.state_dict(keep_vars=True).items(), clone.state_dict(keep_vars=True).items(), strict=True))
+    assert all(k == c and torch.equal(a, b) and a.data_ptr() != b.data_ptr() for (k, a), (c, b) in pairs)
+    with torch.no_grad():
+        next(clone.parameters()).add_(1.0)
+    assert not torch.equal(next(clone.parameters()), next(tiny.parameters()))
 
 
 # --- BatchNorm, config and weights ---------------------------------------------------------------------

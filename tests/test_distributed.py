@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -120,16 +121,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Generous: start-up alone (two imports of torch) takes minutes on a busy machine. A bound against hanging, not
+# a speed check.
+SAFETY_SECONDS = 240
+
+
+@contextlib.contextmanager
+def started(target: Callable[[int, int, Path], None], out: Path) -> Iterator[mp.ProcessContext]:
+    """WORLD spawned processes running `target(rank, port, out)`. However the block ends (an assertion, a
+    timeout, an interrupt), those still running are killed and every one is reaped: none is left behind."""
+    context = mp.start_processes(target, args=(free_port(), out), nprocs=WORLD, join=False, start_method="spawn")
+    try:
+        yield context
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+        for process in context.processes:
+            process.join()
+
+
+def join_all(context: mp.ProcessContext) -> None:
+    """Until every process has ended (torch raises if one failed, having ended the others), SAFETY_SECONDS at most."""
+    deadline = time.monotonic() + SAFETY_SECONDS
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the {WORLD} processes did not finish within {SAFETY_SECONDS} s")
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> tuple[Path, list[dict]]:
     out = tmp_path_factory.mktemp("ddp")
-    context = mp.start_processes(worker, args=(free_port(), out), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + 240
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the two processes did not finish within 240 s")
+    with started(worker, out) as context:
+        join_all(context)
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
     return out, reports
 
@@ -152,18 +176,13 @@ def failing_worker(rank: int, port: int, out: Path) -> None:
 def test_a_fault_on_one_process_ends_that_process_at_once_without_a_record(tmp_path, capfd):
     """The failing process must exit (so torchrun tears the job down) instead of waiting in a collective for
     the others, which wait for it: before, the job hung until the backend timeout (30 minutes)."""
-    context = mp.start_processes(failing_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=False,
-                                 start_method="spawn")
-    faulty, other = context.processes[1], context.processes[0]
-    deadline = time.monotonic() + 240  # start-up (two imports of torch) can be slow on a busy machine
-    while not (tmp_path / "faulted").exists() and faulty.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    faulty.join(timeout=60)
-    ended = not faulty.is_alive()
-    for process in context.processes:  # what torchrun does to the others once one has failed
-        if process.is_alive():
-            process.kill()
-        process.join()
+    with started(failing_worker, tmp_path) as context:  # on leaving, kills the others as torchrun does
+        faulty, other = context.processes[1], context.processes[0]
+        deadline = time.monotonic() + SAFETY_SECONDS
+        while not (tmp_path / "faulted").exists() and faulty.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        faulty.join(timeout=60)
+        ended = not faulty.is_alive()
     assert (tmp_path / "faulted").exists(), "process 1 never reached its fault"
     assert ended, "process 1 was still running 60 s after its fault"
     assert faulty.exitcode != 0 and other.exitcode != 0
@@ -299,28 +318,24 @@ def test_a_killed_process_ends_the_other_in_bounded_time_and_a_rerun_resumes_exa
     """kill -9 of one of two gloo processes mid-training: the other ends within 60 s (it does not wait in a
     collective for the backend's 30-minute timeout), no record or damaged checkpoint is left, and running the
     job again resumes to the record of an uninterrupted two-process run."""
-    context = mp.start_processes(stalled_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=False,
-                                 start_method="spawn")
-    other, stalled = context.processes
-    deadline = time.monotonic() + 240
     pointer = tmp_path / "checkpoints" / "latest.json"
-    while not ((tmp_path / "stalled").exists() and pointer.exists()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert (tmp_path / "stalled").exists() and pointer.exists(), "the run never reached its second step"
-    stalled.kill()
-    killed_at = time.monotonic()
-    other.join(timeout=60)
-    ended = not other.is_alive()
-    for process in context.processes:
-        if process.is_alive():
-            process.kill()
-        process.join()
+    with started(stalled_worker, tmp_path) as context:
+        other, stalled = context.processes
+        deadline = time.monotonic() + SAFETY_SECONDS
+        while not ((tmp_path / "stalled").exists() and pointer.exists()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (tmp_path / "stalled").exists() and pointer.exists(), "the run never reached its second step"
+        stalled.kill()
+        killed_at = time.monotonic()
+        other.join(timeout=60)
+        ended = not other.is_alive()
     assert ended, f"process 0 still ran {time.monotonic() - killed_at:.0f} s after process 1 was killed"
     assert other.exitcode != 0
     assert not list((tmp_path / "results").rglob("*.json"))  # no record: the job is run again
     assert Checkpointer(tmp_path / "checkpoints", lora_spec().config_hash, code_version="test").latest_step() == 1
 
-    mp.start_processes(resuming_worker, args=(free_port(), tmp_path), nprocs=WORLD, start_method="spawn")
+    with started(resuming_worker, tmp_path) as context:
+        join_all(context)
     [path] = list((tmp_path / "results").rglob("*.json"))
     resumed, uninterrupted = read_record(path), two_processes[1][0]["run"]
     assert resumed["run_info"]["status"] == "ok"

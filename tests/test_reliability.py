@@ -3,6 +3,7 @@ counted, signals during start-up, write failures, orphaned temporary files, two 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from child_processes import running
 
 import benchmarks.step as step_module
 import benchmarks.train as train
@@ -142,12 +144,12 @@ def test_an_interrupt_while_flops_are_counted_is_recorded_and_resumes(tmp_path, 
 def test_sigterm_during_start_up_exits_130(tmp_path, delay):
     """Before, a SIGTERM before the run's own handler ended the process by the signal (-15); one landing inside
     torch's import (C++ calling Python) aborted it (SIGABRT, -6)."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *bench_args(tmp_path)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)  # in start-up (imports, suite checks): a run takes several seconds more to begin training
-    assert not records(tmp_path) and not list(tmp_path.rglob("latest.json"))
-    proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=60)[1]
+    command = [sys.executable, "-m", "benchmarks", *bench_args(tmp_path)]
+    with running(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as [proc]:
+        time.sleep(delay)  # in start-up (imports, suite checks): a run takes several seconds more to begin training
+        assert not records(tmp_path) and not list(tmp_path.rglob("latest.json"))
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().startswith("interrupted")
     assert not records(tmp_path)
@@ -201,15 +203,17 @@ def test_a_second_identical_run_waits_for_the_first_then_finds_its_record(tmp_pa
     args = bench_args(tmp_path, steps=2)
 
     path = ResultStore(store_root).path_for(resolve_spec(build_parser().parse_args(args)))
-    with run_lock(path):  # this process plays the first run
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        said = proc.stderr.readline()  # blocks until the second run speaks: it found the lock taken
-        assert "is in progress in " in said and "waiting for it to finish" in said, said
-        time.sleep(1.0)
-        assert proc.poll() is None  # still waiting
-        assert not records(tmp_path) and not (tmp_path / "ckpt").exists()  # and did no work
-    err = proc.communicate(timeout=300)[1]
+    command = [sys.executable, "-m", "benchmarks", *args]
+    with contextlib.ExitStack() as cleanup:  # the second run is started once the lock is held, ended at the end
+        with run_lock(path):  # this process plays the first run
+            [proc] = cleanup.enter_context(running(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.PIPE, text=True))
+            said = proc.stderr.readline()  # blocks until the second run speaks: it found the lock taken
+            assert "is in progress in " in said and "waiting for it to finish" in said, said
+            time.sleep(1.0)
+            assert proc.poll() is None  # still waiting
+            assert not records(tmp_path) and not (tmp_path / "ckpt").exists()  # and did no work
+        err = proc.communicate(timeout=300)[1]
     assert proc.returncode == 0 and records(tmp_path)[0]["run_info"]["status"] == "ok", err
 
 
@@ -217,13 +221,13 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
     from benchmarks.lock import lock_path, run_lock
 
     record = tmp_path / "run.json"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmarks.lock import run_lock\n"
-                               f"with run_lock(__import__('pathlib').Path({str(record)!r})):\n"
-                               "    print('held', flush=True); time.sleep(600)"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    holder.kill()
-    holder.wait()
+    hold = [sys.executable, "-c", "import sys, time; from benchmarks.lock import run_lock\n"
+            f"with run_lock(__import__('pathlib').Path({str(record)!r})):\n"
+            "    print('held', flush=True); time.sleep(600)"]
+    with running(hold, cwd=REPO, stdout=subprocess.PIPE, text=True) as [holder]:
+        assert holder.stdout.readline().strip() == "held"
+        holder.kill()
+        holder.wait()
     assert lock_path(record).exists()  # left behind by the kill
     started = time.monotonic()
     with run_lock(record):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from child_processes import running
 
 from benchmarks.cli import main
 from benchmarks.store import read_record
@@ -35,15 +36,16 @@ def checkpoint_step(root: Path) -> int:
 
 
 def start_and_stop_at(tmp_path: Path, name: str, step: int, sig: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *bench_args(tmp_path, name)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while checkpoint_step(tmp_path / name) < step:
-        assert proc.poll() is None, f"run ended before step {step}: {proc.stderr.read().decode()[-500:]}"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(sig)
-    proc.wait(timeout=120)
+    """The run, sent `sig` once it has checkpointed `step`, and ended (killed if a check fails first)."""
+    command = [sys.executable, "-m", "benchmarks", *bench_args(tmp_path, name)]
+    with running(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as [proc]:
+        deadline = time.monotonic() + 300  # a bound against hanging, not a speed check
+        while checkpoint_step(tmp_path / name) < step:
+            assert proc.poll() is None, f"run ended before step {step}: {proc.stderr.read().decode()[-500:]}"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
     return proc
 
 

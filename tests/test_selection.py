@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from child_processes import running
 
 import benchmarks.train as train
 from benchmarks.cli import main
@@ -136,15 +137,15 @@ def test_a_killed_etris_protocol_run_resumes_to_the_same_record(tmp_path, no_flo
     assert [p["step"] for p in reference["selection"]["history"]] == [3, 6, 9, 10]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *bench_args(killed)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while checkpoint_step(killed) < 4:  # past a selection
-        assert proc.poll() is None, proc.stderr.read().decode()[-500:]
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    command = [sys.executable, "-m", "benchmarks", *bench_args(killed)]
+    with running(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as [proc]:
+        deadline = time.monotonic() + 300
+        while checkpoint_step(killed) < 4:  # past a selection
+            assert proc.poll() is None, proc.stderr.read().decode()[-500:]
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
     assert not list((killed / "results").rglob("*.json"))
     capsys.readouterr()
     assert main(bench_args(killed)) == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from child_processes import running
 
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.store import SCHEMA_VERSION, ResultStore, read_record
@@ -20,6 +21,8 @@ from methods import get_method
 from riscore.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
+# A bound against hanging, not a speed check: start-up and a few steps take minutes on a busy machine.
+SAFETY_SECONDS = 300
 SUITE = load_suite("smoke").replace({"pretrained": None, "lr_grid": (1e-3, 3e-3), "seeds": (0, 1)})
 METHODS = ["frozen", "lora"]
 CONFIGS = {m: get_method(m).make_config() for m in METHODS}
@@ -92,15 +95,14 @@ def test_killed_sweep_restarts_without_repeating_finished_runs(tmp_path):
                "--method", "lora", "--budget", "pretrained=none", "--budget", "lr_grid=0.001,0.003",
                "--budget", "seeds=0,1", "--allow-budget-override", "--threads", "1", "--jobs", "2",
                "--out", str(out), "--checkpoint-dir", str(tmp_path / "ckpt")]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
-    while len(list(out.rglob("*.json"))) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    wait_until_gone(proc.pid)
+    with running(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as [proc]:
+        deadline = time.monotonic() + SAFETY_SECONDS
+        while len(list(out.rglob("*.json"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.kill()  # the sweep alone: its workers must notice and stop by themselves
+        proc.wait()
+        wait_until_gone(proc.pid)
     done_before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if read_record(p)["run_info"]["status"] == "ok"}
     counts = run_sweep(SUITE, methods=METHODS, store=ResultStore(out), device=torch.device("cpu"),
                        checkpoint_root=tmp_path / "ckpt")
@@ -121,13 +123,14 @@ def test_concurrent_shards_write_every_record_once_and_leave_nothing_to_redo(tmp
                "--method", "lora", "--out", str(out), "--checkpoint-dir", str(tmp_path / "ckpt"), "--threads", "1",
                "--no-progress"]
 
-    procs = [subprocess.Popen([*command, "--shard", f"{i}/4"], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(4)]
+    shards = [[*command, "--shard", f"{i}/4"] for i in range(4)]
     ran = []  # every shard names each run it starts: "[shard i/n] method lr=.. seed=.. -> path"
-    for proc in procs:
-        output = proc.communicate(timeout=120)[0]
-        assert proc.returncode == 0, output
-        ran += [Path(line.split(" -> ")[1]) for line in output.splitlines() if line.startswith("[shard ")]
+    with running(*shards, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as procs:
+        deadline = time.monotonic() + SAFETY_SECONDS
+        for proc in procs:
+            output = proc.communicate(timeout=max(deadline - time.monotonic(), 1))[0]
+            assert proc.returncode == 0, output
+            ran += [Path(line.split(" -> ")[1]) for line in output.splitlines() if line.startswith("[shard ")]
     suite, store = load_suite(str(suite_file)), ResultStore(out)
     configs = {m: get_method(m).make_config() for m in METHODS}
     phase1, _, _ = plan(store, suite, METHODS, suite.seeds, configs)
@@ -231,15 +234,14 @@ def test_ctrl_c_stops_every_worker_with_whole_records_and_checkpoints(tmp_path):
     command = [sys.executable, "-m", "benchmarks", "sweep", "--suite", str(suite_file), "--method", "lora",
                "--jobs", "2", "--threads", "1", "--checkpoint-every", "1", "--no-save-model", "--out", str(out),
                "--checkpoint-dir", str(ckpt)]
-    with log.open("w") as stderr:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while len(list(ckpt.rglob("latest.json"))) < 2:  # both runs are training
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=120) == 130, log.read_text()
-    wait_until_gone(proc.pid)
+    with log.open("w") as stderr, running(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr) as [proc]:
+        deadline = time.monotonic() + SAFETY_SECONDS
+        while len(list(ckpt.rglob("latest.json"))) < 2:  # both runs are training
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()
+        wait_until_gone(proc.pid)
     assert "sweep interrupted: run the same command again to continue" in log.read_text()
     paths = sorted(out.rglob("*.json"))
     assert len(paths) == 2 and not [p for p in tmp_path.rglob("*.tmp")]
