@@ -13,8 +13,10 @@ from benchmarks.data import build_dataset
 from benchmarks.evaluate import eval_subset, evaluate
 from benchmarks.per_expression import unpack as unpack_scores
 from benchmarks.report import build
-from benchmarks.report.qualitative import choose_rows, iou
+from benchmarks.report.qualitative import choose_rows, iou, shown_runs
+from benchmarks.report.runs import at_chosen_rates, current_budget, leaderboard_runs, runs_frame
 from benchmarks.showcase import PER_KIND, Showcase, ShowcaseKeeper, pack, unpack
+from benchmarks.store import ResultStore
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -84,9 +86,9 @@ def test_rows_are_one_per_kind_then_the_largest_disagreement():
     assert [(r.index, r.why) for r in rows] == [(0, "kind"), (1, "kind"), (4, "spread"), (2, "spread")]
 
 
-def _kept_masks_record(method: str, quality: str) -> dict:
+def _kept_masks_record(method: str, quality: str, seed: int = 0, lr: float = 1e-3) -> dict:
     """A report fixture record whose val masks are the ground truth ('right') or empty ('empty')."""
-    record = make_record(method, seed=0, lr=1e-3, miou=40.0)
+    record = make_record(method, seed=seed, lr=lr, miou=40.0)
     dataset = build_dataset(SUITE.dataset, "val", SUITE.image_size, SUITE.dataset_options)
     items = {i: dataset[i] for i in range(10)}
     masks = {i: item["orig_mask"].numpy() if quality == "right" else np.zeros_like(item["orig_mask"].numpy())
@@ -105,6 +107,28 @@ def test_leaderboard_shows_the_masks_of_every_method_that_kept_them(tmp_path: Pa
     assert files[Path("fixture/qualitative.png")].startswith(b"\x89PNG")
     assert "![qualitative.png](qualitative.png)" in page and "Not shown (no kept masks): lora." in page
     assert "among the 10 val expressions" in page
+
+
+def test_figure_takes_an_extra_seed_only_where_the_first_suite_seed_kept_no_masks(tmp_path: Path):
+    """Records of the suite's seeds made before masks were kept: the figure falls back to the lowest other seed at
+    the chosen rate; a run at a rate the search did not choose, or of a method's later seed, is never shown."""
+    root = tmp_path / "results"
+    for seed in (0, 1, 2):  # full: the suite's seeds without masks; 1e-3 wins the search over 3e-3
+        write(root, make_record("full", seed=seed, lr=1e-3, miou=40.0), "a")
+    write(root, make_record("full", seed=0, lr=3e-3, miou=5.0), "b")
+    write(root, _kept_masks_record("full", "right", seed=5), "a")
+    write(root, _kept_masks_record("full", "empty", seed=3, lr=3e-3), "b")  # not the chosen rate
+    write(root, _kept_masks_record("full", "empty", seed=7), "a")  # a later extra seed
+    write(root, _kept_masks_record("frozen", "empty", seed=0), "a")  # the first suite seed kept masks
+    write(root, _kept_masks_record("frozen", "right", seed=3), "a")
+    runs = runs_frame(ResultStore(root).records())
+    chosen = leaderboard_runs(current_budget(runs))
+    shown, seeds = shown_runs(at_chosen_rates(runs, chosen), ["full", "frozen"], "val")
+    assert seeds == {"full": 5, "frozen": 0}
+    assert all(shown["full"].masks[i].any() for i in shown["full"].masks)  # seed 5's 'right' masks
+    assert not any(shown["frozen"].masks[i].any() for i in shown["frozen"].masks)
+    page = build(root)[Path("fixture/leaderboard.md")]
+    assert "at its chosen learning rate, seed 0, 5 (the column titles say which" in page
 
 
 def test_leaderboard_says_why_there_is_no_figure_for_records_without_masks(tmp_path: Path):

@@ -14,6 +14,7 @@ from benchmarks.report.runs import (
     COST_COLUMNS,
     SPLIT_METRICS,
     aggregate,
+    at_chosen_rates,
     current_budget,
     leaderboard_runs,
 )
@@ -195,7 +196,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         heat.columns = kinds
         figures["per_kind.png"] = plots.kind_heatmap(heat, f"{search} mIoU by expression kind (mean over seeds)")
     lines += ["## Plots", ""]
-    masks = qualitative.section(runs, list(rows["method"]), suite, search, figures)
+    masks = qualitative.section(at_chosen_rates(budget, runs), list(rows["method"]), suite, search, figures)
     captions = {"accuracy_vs_cost.png": "Methods ranked by accuracy, then accuracy against the parameters a method "
                 "adds to CLIP (the paper's measure; full fine-tuning and the frozen floor add none and sit at 0) and "
                 "peak memory; error bars are 95% intervals, the dashed line the Pareto front, dotted lines the "

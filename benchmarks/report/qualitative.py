@@ -2,8 +2,10 @@
 
 Rows are chosen by rule from the masks every shown run kept (benchmarks/showcase.py): the first kept expression
 of each kind, then those where the methods' IoUs spread the most, up to `ROWS`. Columns: the image with its
-expression, the ground truth, then each method's mask (its first suite seed, at the chosen learning rate) with
-its IoU. Images come from the suite's dataset, rebuilt from the record's settings (shapes: rendered again).
+expression, the ground truth, then each method's mask (at its chosen learning rate: the first suite seed, else the
+lowest other seed whose record kept masks, e.g. an extra seed run after the suite's seeds were recorded without
+them) with its IoU. Images come from the suite's dataset, rebuilt from the record's settings (shapes: rendered
+again).
 """
 
 from __future__ import annotations
@@ -34,19 +36,22 @@ def iou(prediction: np.ndarray, target: np.ndarray) -> float:
     return 1.0 if union == 0 else int((prediction & target).sum()) / union
 
 
-def shown_runs(runs: pd.DataFrame, methods: list[str], split: str) -> dict[str, Showcase]:
-    """Method -> the kept masks of its default-config ok run of the first suite seed (methods in `methods` order;
-    methods whose run kept none are left out)."""
+def shown_runs(runs: pd.DataFrame, methods: list[str], split: str) -> tuple[dict[str, Showcase], dict[str, int]]:
+    """Method -> the kept masks of one default-config ok run (the first suite seed's, else the lowest other seed's
+    that kept masks), and method -> that run's seed; methods in `methods` order, those without kept masks left out.
+    `runs`: the runs at each method's chosen learning rate, of any seed."""
     column = f"{split}/showcase"
     if column not in runs:
-        return {}
-    ok = runs[(runs["status"] == "ok") & (runs["variant"] == "default") & (runs["seed"] == runs["first_seed"])]
-    shown = {}
+        return {}, {}
+    ok = runs[(runs["status"] == "ok") & (runs["variant"] == "default")]
+    ok = ok.assign(_other=ok["seed"] != ok["first_seed"]).sort_values(["_other", "seed"], kind="stable")
+    shown, seeds = {}, {}
+    ok = ok[ok[column].map(lambda s: isinstance(s, Showcase))]
     for method in methods:
-        kept = [s for s in ok.loc[ok["method"] == method, column] if isinstance(s, Showcase)]
-        if kept:
-            shown[method] = kept[0]
-    return shown
+        mine = ok[ok["method"] == method]
+        if len(mine):
+            seeds[method], shown[method] = int(mine["seed"].iloc[0]), mine[column].iloc[0]
+    return shown, seeds
 
 
 def common_indices(shown: dict[str, Showcase]) -> list[int]:
@@ -69,12 +74,13 @@ def choose_rows(shown: dict[str, Showcase], targets: dict[int, np.ndarray], rows
     return chosen[:rows]
 
 
-def figure(shown: dict[str, Showcase], rows: list[Row], pictures: dict[int, tuple[np.ndarray, str, np.ndarray]]
-           ) -> bytes:
-    """PNG: one row per chosen expression; `pictures[index]` = (uint8 image, expression, ground-truth mask)."""
+def figure(shown: dict[str, Showcase], rows: list[Row], pictures: dict[int, tuple[np.ndarray, str, np.ndarray]],
+           seeds: dict[str, int]) -> bytes:
+    """PNG: one row per chosen expression; `pictures[index]` = (uint8 image, expression, ground-truth mask); each
+    method's column is titled with the seed of its run."""
     from benchmarks.predict import tint
 
-    columns = ["image", "ground truth", *shown]
+    columns = ["image", "ground truth", *(f"{method}\nseed {seeds[method]}" for method in shown)]
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.25 * len(columns), 1.45 * len(rows)),
                              squeeze=False)
     for r, row in enumerate(rows):
@@ -101,7 +107,7 @@ def section(runs: pd.DataFrame, methods: list[str], suite: dict[str, Any], split
     from benchmarks.suites import Suite
     from riscore.errors import UserError
 
-    shown = shown_runs(runs, methods, split)
+    shown, seeds = shown_runs(runs, methods, split)
     if not shown:
         return [f"No qualitative figure: no record of this suite keeps predicted masks on {split} (records made "
                 "before masks were kept, benchmarks/showcase.py); re-running the sweep adds them.", ""]
@@ -112,12 +118,22 @@ def section(runs: pd.DataFrame, methods: list[str], suite: dict[str, Any], split
         return [f"No qualitative figure: the images are not available here ({exc}).", ""]
     pictures = {i: (q.picture, q.text, q.target.numpy()) for i, q in queries.items()}
     rows = choose_rows(shown, {i: p[2] for i, p in pictures.items()})
-    figures["qualitative.png"] = figure(shown, rows, pictures)
+    figures["qualitative.png"] = figure(shown, rows, pictures, seeds)
     missing = sorted(set(methods) - set(shown))
     lines = [f"Rows: the first of each expression kind among the {len(indices)} {split} expressions whose masks "
-             f"every shown run kept, then those where the methods' IoUs differ most. Each method's run of seed "
-             f"{int(runs['first_seed'].iloc[0])} at its chosen learning rate; masks as scored (threshold "
+             f"every shown run kept, then those where the methods' IoUs differ most. Each method's run at its chosen "
+             f"learning rate, {_seed_phrase(seeds, int(runs['first_seed'].iloc[0]))}; masks as scored (threshold "
              f"{suite['threshold']:g}, original resolution)."]
     if missing:
         lines[-1] += f" Not shown (no kept masks): {', '.join(missing)}."
     return [*lines, ""]
+
+
+def _seed_phrase(seeds: dict[str, int], first_seed: int) -> str:
+    """Which seeds the columns show, and why when it is not the suite's first."""
+    used = sorted(set(seeds.values()))
+    if used == [first_seed]:
+        return f"seed {first_seed}"
+    return (f"seed {', '.join(str(s) for s in used)} (the column titles say which; a method's first suite seed "
+            f"({first_seed}) is shown where its record kept masks, else its lowest seed whose record did: records "
+            f"made before masks were kept have none)")

@@ -210,3 +210,10 @@ def aggregate(runs: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
             row[f"{column}:std"] = values.std(ddof=1) if len(values) > 1 else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def at_chosen_rates(frame: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """Every on-budget run of `frame`, of any seed, at the learning rate its row of `chosen` (leaderboard_runs)
+    stands for: what a figure may draw on beyond the suite's seeds."""
+    keys = ["suite", "method", "variant", "lr"]
+    return frame[~frame["off_budget"]].merge(chosen[keys].drop_duplicates(), on=keys, how="inner")
