@@ -186,9 +186,14 @@ def annotate(rows: pd.DataFrame, label: str, stats: list[SplitStats]) -> pd.Data
     return rows
 
 
+def seeds_only_labels(stats: list[SplitStats]) -> list[str]:
+    """The rows whose intervals rest on seeds only (no per-expression data) on any of these splits, sorted."""
+    return sorted({label for one in stats for label in one.seeds_only()})
+
+
 def basis_note(stats: list[SplitStats], what: str) -> str:
     """What the intervals rest on, naming the rows whose records lack per-expression data."""
-    older = sorted({label for one in stats for label in one.seeds_only()})
+    older = seeds_only_labels(stats)
     if not older:
         return METHOD_NOTE
     if len(older) == len({label for one in stats for label in one.scores}):
