@@ -71,4 +71,4 @@ def test_focal_row_is_the_row_the_table_names_and_a_table_without_one_says_so():
         assert sum(r is table.focal_row for r in table.rows) == 1
     plain = next(t for t in TABLES.values() if t.focal is None)
     with pytest.raises(ValueError, match=f"table {plain.number} argues no direction"):
-        plain.focal_row
+        _ = plain.focal_row
