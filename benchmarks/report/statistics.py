@@ -66,12 +66,15 @@ def split_runs(group: pd.DataFrame, split: str) -> SplitRuns | None:
     return SplitRuns(split, ok, items, columns)
 
 
-def row_scores(group: pd.DataFrame, split: str) -> Scores | None:
-    """The ok runs' scores of one row on `split` (the newest record per seed), or None without any."""
-    runs = split_runs(group, split)
-    if runs is None:
-        return None
-    seeds, means = tuple(int(s) for s in runs.ok["seed"]), runs.ok[f"{split}/mIoU"].to_numpy(dtype=np.float64)
+def selected_runs(groups: Mapping[str, pd.DataFrame], split: str) -> dict[str, SplitRuns]:
+    """label -> that row's runs on `split`, for the rows (`groups`: label -> runs) with an ok run there."""
+    return {label: runs for label, group in groups.items() if (runs := split_runs(group, split)) is not None}
+
+
+def row_scores(runs: SplitRuns) -> Scores:
+    """The scores of a row's selected runs on their split."""
+    seeds = tuple(int(s) for s in runs.ok["seed"])
+    means = runs.ok[f"{runs.split}/mIoU"].to_numpy(dtype=np.float64)
     if not runs.per_expression:
         return Scores(seeds, means, None, None)
     return Scores(seeds, means, runs.items, np.stack([100 * t.iou[c] for t, c in runs.columns]))
@@ -93,15 +96,17 @@ def metric_interval(runs: SplitRuns, metric: str) -> Estimate | None:
     return interval(np.stack([100 * (t.iou[c] > threshold) for t, c in runs.columns]))
 
 
-def metric_columns(groups: Mapping[str, pd.DataFrame], label: str, metrics: list[tuple[str, str]]) -> pd.DataFrame:
-    """Per row label (column `label`): `{split}/{metric}:low` and `:high` for each (split, metric) in `metrics`.
-    Each row's runs are selected once per split, not once per metric."""
+def metric_columns(selected: Mapping[str, Mapping[str, SplitRuns]], label: str,
+                   metrics: list[tuple[str, str]]) -> pd.DataFrame:
+    """Per row label (column `label`): `{split}/{metric}:low` and `:high` for each (split, metric) in `metrics`,
+    from `selected` (split -> selected_runs), the runs the split's SplitStats were computed on."""
+    splits = list(dict.fromkeys(split for split, _ in metrics))
     rows = []
-    for name, group in groups.items():
+    for name in dict.fromkeys(name for split in splits for name in selected[split]):
         row: dict[str, object] = {label: name}
-        runs = {split: split_runs(group, split) for split in dict.fromkeys(split for split, _ in metrics)}
         for split, metric in metrics:
-            estimate = None if runs[split] is None else metric_interval(runs[split], metric)
+            runs = selected[split].get(name)
+            estimate = None if runs is None else metric_interval(runs, metric)
             if estimate is not None:
                 row[f"{split}/{metric}:low"], row[f"{split}/{metric}:high"] = estimate.low, estimate.high
         rows.append(row)
@@ -195,8 +200,12 @@ class SplitStats:
 
 def split_stats(groups: Mapping[str, pd.DataFrame], split: str) -> SplitStats:
     """Statistics of the rows `groups` (label -> that row's runs) that have an ok run on `split`."""
-    scores = {label: s for label, group in groups.items() if (s := row_scores(group, split)) is not None}
-    return SplitStats(split, scores)
+    return stats_of(selected_runs(groups, split), split)
+
+
+def stats_of(selected: Mapping[str, SplitRuns], split: str) -> SplitStats:
+    """Statistics of rows whose runs on `split` are already selected (selected_runs)."""
+    return SplitStats(split, {label: row_scores(runs) for label, runs in selected.items()})
 
 
 def annotate(rows: pd.DataFrame, label: str, stats: list[SplitStats]) -> pd.DataFrame:
