@@ -54,6 +54,13 @@ class PaperTable:
         if self.focal is not None and (self.focal not in {r.label for r in self.rows} or "IoU" not in self.columns):
             raise ValueError(f"table {self.number}: focal {self.focal!r} needs to be a row of a table with IoU")
 
+    @property
+    def focal_row(self) -> Row:
+        """The row named by `focal` (construction checked it exists); only tables that argue a direction have one."""
+        if self.focal is None:
+            raise ValueError(f"table {self.number} argues no direction: it has no focal row")
+        return next(r for r in self.rows if r.label == self.focal)
+
     def command(self, suite: str) -> str:
         return f"python -m benchmarks sweep --table {self.number}" + (f" --suite {suite}" if self.analog else "")
 

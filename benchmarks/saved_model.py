@@ -8,7 +8,8 @@ A saved model is one folder (default runs/models/<suite>/<method>/<hash12>-seed<
                         (BatchNorm statistics; a few KB)
     peft/               peft-based methods only: adapter_config.json + adapter_model.safetensors as
                         PeftModel.save_pretrained writes them, so `PeftModel.from_pretrained(clip, "peft")` puts
-                        the trained adapter into the same CLIP (the decoder stays in model.safetensors)
+                        the trained adapter into the same CLIP (the decoder stays in model.safetensors); a
+                        combination of peft methods (lora+loha) has one such folder per adapter, peft/<name>/
     selected/           runs that selected a checkpoint (suite key select_every) at another step than the last:
                         the selected weights, as model.safetensors (+ peft/) again
 The top-level weights are the last step's, which the record's `results` (and leaderboards) report; model.json's
@@ -139,12 +140,20 @@ def _write_weights(weights: dict[str, torch.Tensor], model: RISModel, adapters: 
 
 
 def _save_peft(model: RISModel, adapters: dict[str, Any], out: Path) -> None:
-    """peft's adapter format (what PeftModel.save_pretrained writes for one adapter), relative to the CLIP module."""
+    """peft's adapter format (what PeftModel.save_pretrained writes for one adapter), relative to the CLIP module:
+    in `out` itself for one adapter; one subfolder per adapter name for a combination of peft methods."""
+    if len(adapters) == 1:
+        (name, peft_config), = adapters.items()
+        _save_one_adapter(model, name, peft_config, out)
+        return
+    out.mkdir()
+    for name, peft_config in adapters.items():
+        _save_one_adapter(model, name, peft_config, out / name)
+
+
+def _save_one_adapter(model: RISModel, name: str, peft_config: Any, out: Path) -> None:
     from peft import get_peft_model_state_dict
 
-    if len(adapters) != 1:
-        raise ValueError(f"expected one peft adapter, found {sorted(adapters)}")
-    (name, peft_config), = adapters.items()
     out.mkdir()
     peft_config.save_pretrained(str(out))
     state = get_peft_model_state_dict(model.backbone.clip, adapter_name=name)

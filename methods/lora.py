@@ -10,6 +10,7 @@ Not offered: VeRA (and other tuners with state shared across layers: peft refuse
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,9 @@ def exactly(names: Iterable[str]) -> str:
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
+ADAPTER_NAME = "risbench"  # the first peft adapter of a model; a later one (a combination A+B) gets ADAPTER_NAME2...
+
+
 def inject_peft(model: RISModel, config: TargetedConfig, make: Callable[[Any, dict[str, str]], Any]) -> None:
     """Inject the peft config `make(peft, name -> role)` into the CLIP module; other trainable flags survive.
 
@@ -92,14 +96,20 @@ def inject_peft(model: RISModel, config: TargetedConfig, make: Callable[[Any, di
 
     peft freezes everything but its adapters in the module it is given; a method applied earlier (a
     Bridger, trained position embeddings) must keep training, so its flags are restored afterwards.
+    A second peft method (lora+loha) gets its own adapter name: peft keeps one config per name, so sharing
+    one would leave the first adapter's layers without a config to save them by (benchmarks/saved_model.py).
     """
     clip = model.backbone.clip
     chosen = select_linears(clip, config.towers, config.targets)
     keep = [p for p in model.parameters() if p.requires_grad]
+    present = len(getattr(clip, "peft_config", None) or {})
+    name = ADAPTER_NAME if not present else f"{ADAPTER_NAME}{present + 1}"
     import peft
 
     try:
-        peft.inject_adapter_in_model(make(peft, chosen), clip, adapter_name="risbench")
+        with warnings.catch_warnings():  # several adapters in one module is what a combination asks for
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            peft.inject_adapter_in_model(make(peft, chosen), clip, adapter_name=name)
     except ValueError as exc:  # e.g. a block size that does not divide a layer's width
         raise UserError(f"peft cannot adapt {config.towers} x {','.join(config.targets)}: {exc}") from exc
     for param in keep:

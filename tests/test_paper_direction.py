@@ -61,3 +61,14 @@ def test_without_the_focal_row_and_another_it_says_not_run_with_the_command(rows
 def test_agreement_on_the_rows_run_says_so():
     text = stated({FOCAL: [40.0, 41.5, 41.0], "full model": OTHERS["full model"]})
     assert "**agrees** for the rows run (" in text and 'not run: "w/o Bridger", "w/o global alignment"' in text
+
+
+def test_focal_row_is_the_row_the_table_names_and_a_table_without_one_says_so():
+    focal_tables = [t for t in TABLES.values() if t.focal is not None]
+    assert focal_tables
+    for table in focal_tables:
+        assert table.focal_row.label == table.focal
+        assert sum(r is table.focal_row for r in table.rows) == 1
+    plain = next(t for t in TABLES.values() if t.focal is None)
+    with pytest.raises(ValueError, match=f"table {plain.number} argues no direction"):
+        _ = plain.focal_row

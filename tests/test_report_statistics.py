@@ -115,3 +115,19 @@ def test_oiou_and_precision_cells_carry_the_intervals_of_their_own_statistic(tmp
         (seeds_only.value, seeds_only.low, seeds_only.high), abs=0.051)
     assert "oIoU resamples intersections and unions together" in page
     assert "±" not in accuracy["full"][4] + precision["full"][4]
+
+
+def test_seeds_only_labels_name_each_row_lacking_per_expression_data_on_any_split_once():
+    """The leaderboard note, the ablation line and the paper note all name these rows: one list, sorted."""
+    from benchmarks.report.statistics import Scores, SplitStats, seeds_only_labels
+
+    def scores(per_expression: bool, shift: float) -> Scores:
+        matrix = np.full((3, 4), 50.0 + shift) + np.arange(4)
+        return Scores((0, 1, 2), matrix.mean(axis=1), np.arange(4) if per_expression else None,
+                      matrix if per_expression else None)
+
+    val = SplitStats("val", {"b": scores(False, 0), "a": scores(True, 1), "c": scores(False, 2)})
+    test = SplitStats("testA", {"a": scores(False, 0), "b": scores(False, 1), "d": scores(True, 2)})
+    assert seeds_only_labels([val, test]) == ["a", "b", "c"]
+    assert seeds_only_labels([val]) == ["b", "c"]
+    assert seeds_only_labels([SplitStats("val", {"d": scores(True, 0)})]) == []

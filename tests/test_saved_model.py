@@ -16,10 +16,11 @@ from methods import get_method, list_methods
 from riscore.errors import UserError
 
 
-def trained_like(method: str, seed: int = 0) -> tuple[RunSpec, torch.nn.Module]:
+def trained_like(method: str, seed: int = 0, **options: str) -> tuple[RunSpec, torch.nn.Module]:
     """A model as training leaves it: every trainable parameter moved, BatchNorm statistics updated."""
     suite = load_suite("smoke")
-    spec = RunSpec(suite=suite, method=method, method_config=get_method(method).make_config(), lr=suite.lr, seed=seed)
+    spec = RunSpec(suite=suite, method=method, method_config=get_method(method).make_config(options), lr=suite.lr,
+                   seed=seed)
     torch.manual_seed(seed)
     model = build_model(suite, method, spec.method_config)
     generator = torch.Generator().manual_seed(1)
@@ -41,6 +42,18 @@ def inputs(suite):
 @pytest.mark.parametrize("method", list_methods())
 def test_reload_gives_the_saved_model_exactly(tmp_path, method):
     spec, model = trained_like(method)
+    folder = assert_reloads_exactly(tmp_path, spec, model, method)
+    if method == "full":
+        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        assert frozen <= {"backbone.clip.logit_scale"}  # CLIP's contrastive temperature: unused here
+    peft_adapter = json.loads((folder / CONFIG_FILE).read_text())["peft_adapter"]
+    assert (peft_adapter is not None) == (get_method(method).apply.__module__ == "methods.lora")
+    if peft_adapter:
+        assert_peft_loads_the_adapter(folder, model)
+
+
+def assert_reloads_exactly(tmp_path, spec, model, method):
+    """Save, reopen and rebuild: the same state and predictions, and model.json describes the run; the folder."""
     torch.manual_seed(123)  # the reload must not depend on the RNG: everything that differs is in the file
     folder = save_model(tmp_path / "m", model, spec, {"results": {}})
     saved = SavedModel.open(folder)
@@ -59,11 +72,7 @@ def test_reload_gives_the_saved_model_exactly(tmp_path, method):
     kept = sum(v.numel() for k, v in expected.items() if k not in frozen)  # what trained, plus the (tiny) buffers
     assert config["parameters_saved"] == kept
     assert kept - sum(p.numel() for p in model.trainable_parameters()) < 4000
-    if method == "full":
-        assert frozen <= {"backbone.clip.logit_scale"}  # CLIP's contrastive temperature: unused here
-    assert (config["peft_adapter"] is not None) == (get_method(method).apply.__module__ == "methods.lora")
-    if config["peft_adapter"]:
-        assert_peft_loads_the_adapter(folder, model)
+    return folder
 
 
 def assert_peft_loads_the_adapter(folder, model):
@@ -73,11 +82,47 @@ def assert_peft_loads_the_adapter(folder, model):
     suite = load_suite("smoke")
     fresh = build_base_model(suite)
     peft.PeftModel.from_pretrained(fresh.backbone.clip, str(folder / PEFT_DIR))  # adapts the CLIP in place
+    assert_computes_like(fresh, folder, model)
+
+
+def assert_computes_like(fresh, folder, model):
+    """`fresh` (a CLIP already adapted from peft/) with the saved decoder predicts what `model` does."""
+    suite = load_suite("smoke")
     decoder = {k: v for k, v in load_file(str(folder / WEIGHTS_FILE)).items() if k.startswith("decoder.")}
     fresh.load_state_dict(decoder, strict=False)
     images, texts = inputs(suite)
     tokens = model.backbone.tokenize(texts)
     assert torch.allclose(fresh.predict(images, tokens), model.predict(images, tokens), atol=1e-5)
+
+
+def test_a_combination_of_two_peft_methods_saves_each_adapter_in_peft_format(tmp_path):
+    """lora+loha on disjoint Linears: two adapters, each under its own name (no peft warning about a shared one),
+    saved as peft/<name>/ in peft's format; peft's own injection and loading of each reproduces the model."""
+    import warnings
+
+    import peft
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # peft's "multiple adapters" warning would fail here
+        spec, model = trained_like("lora+loha", **{"loha.targets": "k,out"})
+    assert {n: type(c).__name__ for n, c in model.backbone.clip.peft_config.items()} == {
+        "risbench": "LoraConfig", "risbench2": "LoHaConfig"}
+    folder = assert_reloads_exactly(tmp_path, spec, model, "lora+loha")
+    assert json.loads((folder / CONFIG_FILE).read_text())["peft_adapter"] == PEFT_DIR
+    saved = sorted(p.name for p in (folder / PEFT_DIR).iterdir())
+    assert saved == ["risbench", "risbench2"]
+    fresh = build_base_model(load_suite("smoke"))
+    for name in saved:
+        adapter = folder / PEFT_DIR / name
+        with warnings.catch_warnings():  # peft warns that the second adapter makes several: wanted here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            peft.inject_adapter_in_model(peft.PeftConfig.from_pretrained(str(adapter)), fresh.backbone.clip,
+                                         adapter_name=name)
+        state = {k.removeprefix("base_model.model."): v
+                 for k, v in load_file(str(adapter / "adapter_model.safetensors")).items()}
+        loaded = peft.set_peft_model_state_dict(fresh.backbone.clip, state, adapter_name=name)
+        assert not loaded.unexpected_keys
+    assert_computes_like(fresh, folder, model)
 
 
 @pytest.fixture(scope="module")

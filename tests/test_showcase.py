@@ -86,6 +86,28 @@ def test_rows_are_one_per_kind_then_the_largest_disagreement():
     assert [(r.index, r.why) for r in rows] == [(0, "kind"), (1, "kind"), (4, "spread"), (2, "spread")]
 
 
+@pytest.mark.parametrize("seed", range(15))
+def test_rows_come_only_from_targets_every_shown_run_kept(seed):
+    """Targets beyond what some run kept (or beyond every run) are skipped, never a KeyError: the rows are those
+    chosen from the targets restricted to the common indices."""
+    rng = np.random.default_rng(seed)
+    kinds = {i: str(rng.choice(["a", "b", "c"])) for i in range(30)}
+    shown = {}
+    for name in ("one", "two", "three")[:int(rng.integers(1, 4))]:
+        kept = [int(i) for i in rng.choice(30, size=int(rng.integers(0, 25)), replace=False)]
+        shown[name] = Showcase({i: rng.random((3, 3)) < 0.5 for i in kept}, {i: kinds[i] for i in kept})
+    targets = {int(i): rng.random((3, 3)) < 0.5 for i in rng.choice(40, size=int(rng.integers(0, 40)), replace=False)}
+    common = set.intersection(*(set(s.masks) for s in shown.values())) & set(targets)
+    rows = choose_rows(shown, targets, rows=8)
+    assert len(rows) == min(8, len(common)) and {r.index for r in rows} <= common
+    assert rows == choose_rows(shown, {i: targets[i] for i in common}, rows=8)
+
+
+def test_choosing_rows_without_a_shown_run_is_a_value_error():
+    with pytest.raises(ValueError, match="at least one shown run"):
+        choose_rows({}, {0: np.eye(2, dtype=bool)})
+
+
 def _kept_masks_record(method: str, quality: str, seed: int = 0, lr: float = 1e-3) -> dict:
     """A report fixture record whose val masks are the ground truth ('right') or empty ('empty')."""
     record = make_record(method, seed=seed, lr=lr, miou=40.0)

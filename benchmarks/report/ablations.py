@@ -8,7 +8,7 @@ import pandas as pd
 
 from benchmarks.report.markdown import Column, table
 from benchmarks.report.runs import aggregate, current_budget, default_config, leaderboard_runs, plain
-from benchmarks.report.statistics import annotate, split_stats
+from benchmarks.report.statistics import annotate, seeds_only_labels, split_stats
 from methods.bridger import DEFAULT_NUM_STAGES
 
 
@@ -53,7 +53,7 @@ def knob_table(runs: pd.DataFrame, knob: Knob, splits: list[str]) -> list[str]:
                *(Column(f"{s}/mIoU", f"{s} mIoU", interval=True, bold_if=f"{s}/mIoU:best") for s in splits),
                Column("trainable", "trainable params", digits=0, thousands=True),
                Column("ratio_trainable", "trainable / total (%)", scale=100)]
-    older = sorted({label for one in stats for label in one.seeds_only()})
+    older = seeds_only_labels(stats)
     if not older:
         return [table(agg, columns)]
     which = "every value" if len(older) == len(agg[agg["n"] > 0]) else ", ".join(older)

@@ -24,7 +24,8 @@ from benchmarks.report.statistics import (
     basis_note,
     comparisons_table,
     metric_columns,
-    split_stats,
+    selected_runs,
+    stats_of,
 )
 
 PRECISIONS = ("prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
@@ -111,10 +112,11 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
         return "\n".join(lines), figures
     defaults = runs[runs["variant"] == "default"]
     groups = dict(tuple(defaults.groupby("method")))
-    stats = [split_stats(groups, split) for split in splits]
+    selected = {split: selected_runs(groups, split) for split in splits}  # once per method and split
+    stats = [stats_of(selected[split], split) for split in splits]
     rows = annotate(rows, "method", stats)
     secondary = [(split, "oIoU") for split in splits] + [(search, p) for p in PRECISIONS if search in splits]
-    rows = rows.merge(metric_columns(groups, "method", secondary), on="method", how="left")
+    rows = rows.merge(metric_columns(selected, "method", secondary), on="method", how="left")
     opening = headline.sentences(next(one for one in stats if one.split == search)) if search in splits else []
     lines += [" ".join(opening), ""] if opening else []
     lines += [f"Budget: {_budget_line(suite)}", "", *_provenance(budget[~budget["off_budget"]], runs_all)]

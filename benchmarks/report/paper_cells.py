@@ -14,7 +14,7 @@ import pandas as pd
 
 from benchmarks.report.markdown import Column
 from benchmarks.report.runs import current_budget, leaderboard_runs, status_counts
-from benchmarks.report.statistics import SEEDS_ONLY_NOTE, SplitStats, split_stats
+from benchmarks.report.statistics import SEEDS_ONLY_NOTE, SplitStats, seeds_only_labels, split_stats
 
 NOT_RUN = "not run"
 NO_SEED_SPREAD = "1 seed: no seed spread"
@@ -67,7 +67,7 @@ def cell(stats: SplitStats, label: str, group: pd.DataFrame) -> str:
 
 def seeds_only_note(stats: list[SplitStats]) -> list[str]:
     """A line naming the rows whose intervals resample seeds only (no per-expression data), if any."""
-    older = sorted({label for one in stats for label in one.seeds_only()})
+    older = seeds_only_labels(stats)
     if not older:
         return []
     return ["Rows without per-expression scores (older records, or ETRIS's selected checkpoint): "

@@ -40,9 +40,9 @@ def _quoted(table: PaperTable, row: Row) -> str:
 
 def pairs(table: PaperTable, stats: SplitStats) -> list[Pair]:
     """The focal row against every other row: the paper's order, and what the measured runs say of it."""
-    focal = next(r for r in table.rows if r.label == table.focal)
+    focal = table.focal_row
     out = []
-    for other in (r for r in table.rows if r.label != table.focal):
+    for other in (r for r in table.rows if r is not focal):
         above = _iou(table, focal) > _iou(table, other)
         compared = (stats.comparison(focal.label, other.label)
                     if focal.label in stats.scores and other.label in stats.scores else None)
@@ -61,7 +61,7 @@ def pairs(table: PaperTable, stats: SplitStats) -> list[Pair]:
 
 def claim(table: PaperTable) -> str:
     """The paper's direction, from its numbers: the focal row above and below which rows."""
-    focal = next(r for r in table.rows if r.label == table.focal)
+    focal = table.focal_row
     others = [r for r in table.rows if r is not focal]
     above = [_quoted(table, r) for r in others if _iou(table, focal) > _iou(table, r)]
     below = [_quoted(table, r) for r in others if _iou(table, focal) <= _iou(table, r)]

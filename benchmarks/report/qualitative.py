@@ -60,9 +60,12 @@ def common_indices(shown: dict[str, Showcase]) -> list[int]:
 
 
 def choose_rows(shown: dict[str, Showcase], targets: dict[int, np.ndarray], rows: int = ROWS) -> list[Row]:
-    """Among the expressions of `targets` (ground truth of the common_indices), the first of each kind, then those
-    with the largest max - min IoU across methods (ties: lower index first), `rows` in all."""
-    common = sorted(targets)
+    """Among the expressions of `targets` (index -> ground truth) whose masks every shown run kept, the first of
+    each kind, then those with the largest max - min IoU across methods (ties: lower index first), `rows` in all.
+    A target some run did not keep has no mask to show in that column, so it is never chosen."""
+    if not shown:
+        raise ValueError("choose_rows needs at least one shown run")
+    common = [i for i in common_indices(shown) if i in targets]
     kinds = next(iter(shown.values())).kinds
     chosen: list[Row] = []
     for kind in sorted({kinds[i] for i in common}):

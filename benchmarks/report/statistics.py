@@ -42,44 +42,71 @@ class Scores:
         return self.seed_means[[self.seeds.index(s) for s in seeds], None]
 
 
-def row_scores(group: pd.DataFrame, split: str) -> Scores | None:
-    """The ok runs' scores of one row on `split` (the newest record per seed), or None without any."""
+@dataclass(frozen=True)
+class SplitRuns:
+    """A row's ok runs on one split, selected once and shared by every statistic of that split."""
+
+    split: str
+    ok: pd.DataFrame  # the newest ok record per seed, by seed
+    items: np.ndarray | None  # the expressions every run scored (sorted); None when a run kept none
+    columns: list[tuple[PerExpression, np.ndarray]] | None  # per run: its table, and where `items` sit in it
+
+    @property
+    def per_expression(self) -> bool:
+        return self.columns is not None
+
+
+def split_runs(group: pd.DataFrame, split: str) -> SplitRuns | None:
+    """The ok runs of one row on `split` with their shared expressions, or None without an ok run."""
     ok = _ok_runs(group, f"{split}/mIoU")
     if ok is None:
         return None
-    seeds, means = tuple(int(s) for s in ok["seed"]), ok[f"{split}/mIoU"].to_numpy(dtype=np.float64)
     tables = _tables(ok, split)
-    if tables is None:
+    items, columns = tables if tables is not None else (None, None)
+    return SplitRuns(split, ok, items, columns)
+
+
+def selected_runs(groups: Mapping[str, pd.DataFrame], split: str) -> dict[str, SplitRuns]:
+    """label -> that row's runs on `split`, for the rows (`groups`: label -> runs) with an ok run there."""
+    return {label: runs for label, group in groups.items() if (runs := split_runs(group, split)) is not None}
+
+
+def row_scores(runs: SplitRuns) -> Scores:
+    """The scores of a row's selected runs on their split."""
+    seeds = tuple(int(s) for s in runs.ok["seed"])
+    means = runs.ok[f"{runs.split}/mIoU"].to_numpy(dtype=np.float64)
+    if not runs.per_expression:
         return Scores(seeds, means, None, None)
-    items, columns = tables
-    return Scores(seeds, means, items, np.stack([100 * t.iou[c] for t, c in columns]))
+    return Scores(seeds, means, runs.items, np.stack([100 * t.iou[c] for t, c in runs.columns]))
 
 
-def metric_interval(group: pd.DataFrame, split: str, metric: str) -> Estimate | None:
-    """The 95% interval of a row's oIoU or `prec@t` on `split`, from the same runs and bootstrap as its mIoU:
+def metric_interval(runs: SplitRuns, metric: str) -> Estimate | None:
+    """The 95% interval of a row's oIoU or `prec@t` on its split, from the same runs and bootstrap as its mIoU:
     oIoU as a ratio of summed counts (stats.ratio_interval), Prec@t as the mean of `IoU > t` indicators; the
-    seeds' recorded values (seeds only) for records without per-expression data. None without an ok run."""
-    ok = _ok_runs(group, f"{split}/mIoU")
-    if ok is None or f"{split}/{metric}" not in ok or ok[f"{split}/{metric}"].isna().any():
+    seeds' recorded values (seeds only) for records without per-expression data. None where a run lacks it."""
+    column = f"{runs.split}/{metric}"
+    if column not in runs.ok or runs.ok[column].isna().any():
         return None
-    tables = _tables(ok, split)
-    if tables is None:
-        return interval(ok[f"{split}/{metric}"].to_numpy(dtype=np.float64)[:, None])
-    _, columns = tables
+    if not runs.per_expression:
+        return interval(runs.ok[column].to_numpy(dtype=np.float64)[:, None])
     if metric == "oIoU":
-        return ratio_interval(100 * np.stack([t.intersection[c] for t, c in columns]),
-                              np.stack([t.union[c] for t, c in columns]))
+        return ratio_interval(100 * np.stack([t.intersection[c] for t, c in runs.columns]),
+                              np.stack([t.union[c] for t, c in runs.columns]))
     threshold = float(metric.removeprefix("prec@"))
-    return interval(np.stack([100 * (t.iou[c] > threshold) for t, c in columns]))
+    return interval(np.stack([100 * (t.iou[c] > threshold) for t, c in runs.columns]))
 
 
-def metric_columns(groups: Mapping[str, pd.DataFrame], label: str, metrics: list[tuple[str, str]]) -> pd.DataFrame:
-    """Per row label (column `label`): `{split}/{metric}:low` and `:high` for each (split, metric) in `metrics`."""
+def metric_columns(selected: Mapping[str, Mapping[str, SplitRuns]], label: str,
+                   metrics: list[tuple[str, str]]) -> pd.DataFrame:
+    """Per row label (column `label`): `{split}/{metric}:low` and `:high` for each (split, metric) in `metrics`,
+    from `selected` (split -> selected_runs), the runs the split's SplitStats were computed on."""
+    splits = list(dict.fromkeys(split for split, _ in metrics))
     rows = []
-    for name, group in groups.items():
+    for name in dict.fromkeys(name for split in splits for name in selected[split]):
         row: dict[str, object] = {label: name}
         for split, metric in metrics:
-            estimate = metric_interval(group, split, metric)
+            runs = selected[split].get(name)
+            estimate = None if runs is None else metric_interval(runs, metric)
             if estimate is not None:
                 row[f"{split}/{metric}:low"], row[f"{split}/{metric}:high"] = estimate.low, estimate.high
         rows.append(row)
@@ -173,8 +200,12 @@ class SplitStats:
 
 def split_stats(groups: Mapping[str, pd.DataFrame], split: str) -> SplitStats:
     """Statistics of the rows `groups` (label -> that row's runs) that have an ok run on `split`."""
-    scores = {label: s for label, group in groups.items() if (s := row_scores(group, split)) is not None}
-    return SplitStats(split, scores)
+    return stats_of(selected_runs(groups, split), split)
+
+
+def stats_of(selected: Mapping[str, SplitRuns], split: str) -> SplitStats:
+    """Statistics of rows whose runs on `split` are already selected (selected_runs)."""
+    return SplitStats(split, {label: row_scores(runs) for label, runs in selected.items()})
 
 
 def annotate(rows: pd.DataFrame, label: str, stats: list[SplitStats]) -> pd.DataFrame:
@@ -186,9 +217,14 @@ def annotate(rows: pd.DataFrame, label: str, stats: list[SplitStats]) -> pd.Data
     return rows
 
 
+def seeds_only_labels(stats: list[SplitStats]) -> list[str]:
+    """The rows whose intervals rest on seeds only (no per-expression data) on any of these splits, sorted."""
+    return sorted({label for one in stats for label in one.seeds_only()})
+
+
 def basis_note(stats: list[SplitStats], what: str) -> str:
     """What the intervals rest on, naming the rows whose records lack per-expression data."""
-    older = sorted({label for one in stats for label in one.seeds_only()})
+    older = seeds_only_labels(stats)
     if not older:
         return METHOD_NOTE
     if len(older) == len({label for one in stats for label in one.scores}):
