@@ -77,9 +77,11 @@ def _versions(python: str) -> str:
 
 
 def _pytest(session: nox.Session, python: str, default: list[str]) -> None:
+    """Two workers, each taking whole modules (module fixtures built once; tests/conftest.py puts the longest
+    modules first so the short ones even out the end)."""
     session.log(f"versions: {_versions(python)}")
-    session.run(python, "-m", "pytest", *(session.posargs or ["-n", "2", "--benchmark-disable", *default]),
-                external=True)
+    session.run(python, "-m", "pytest", *(session.posargs or ["-n", "2", "--dist", "loadscope",
+                                                              "--benchmark-disable", *default]), external=True)
 
 
 @nox.session

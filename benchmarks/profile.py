@@ -11,6 +11,7 @@ load change on the machine hits every method alike and the ratios between method
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import pickle
@@ -233,15 +234,23 @@ def own_rng() -> Iterator[None]:
         np.random.set_state(np_state)
 
 
+_RUN_FLOPS: dict[str, dict[str, Any]] = {}  # profile_run's figures by repr((suite, method, config))
+
+
 def profile_run(suite: Suite, method: str, config: Any) -> dict[str, Any]:
     """FLOP figures for a run record (cost.gflops_per_image etc.): a few seconds on the tiny backbone.
 
     Builds its own random-weight model on CPU and restores every RNG, so the run it describes computes
-    exactly what it would have computed without it.
+    exactly what it would have computed without it. The figures depend on the model's structure alone, so they
+    are counted once per process for each suite, method and config (a sweep's seeds and rates, a resumed run)
+    and each caller gets its own copy.
     """
     suite = profile_suite(suite)
-    with own_rng():
-        return flop_profile(build_profiled(suite, method, config), base_parts(suite))
+    key = repr((suite, method, config))
+    if key not in _RUN_FLOPS:
+        with own_rng():
+            _RUN_FLOPS[key] = flop_profile(build_profiled(suite, method, config), base_parts(suite))
+    return copy.deepcopy(_RUN_FLOPS[key])
 
 
 # ---- memory: one fresh process per measurement ----

@@ -18,7 +18,17 @@ def models_outside_the_repo(tmp_path_factory: pytest.TempPathFactory):
     os.environ["RISBENCH_MODELS"] = str(tmp_path_factory.mktemp("models"))
 
 
+# The modules that take longest (their processes, paper-scale models, module fixtures), longest first. CI runs
+# `-n 2 --dist loadscope`: each module goes whole to one worker (its module fixtures built once) in collection
+# order, so starting with these leaves the short modules to even out the two workers at the end.
+LONGEST_FIRST = ("test_sweep", "test_distributed", "test_reliability", "test_backbone", "test_gpu_check",
+                 "test_resume", "test_selection", "test_combinations", "test_cli_fuzz", "test_bridger",
+                 "test_workers", "test_profile", "test_cli", "test_train")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import benchmarks.profile as profile_module
 from benchmarks.cli import add_profile_arguments
 from benchmarks.profile import (
     MemoryJob,
@@ -59,6 +60,25 @@ def test_training_flops_follow_what_trains(suite):
     assert frozen["gflops_per_image"] == full["gflops_per_image"]
     # full back-propagates through both towers; frozen only through the decoder
     assert full["train_gflops_per_image"] > 1.5 * frozen["train_gflops_per_image"]
+
+
+def test_a_runs_flops_are_counted_once_per_process_and_each_caller_gets_a_copy(suite, monkeypatch):
+    """A sweep's seeds and a resumed run reuse the count; another config or suite is counted afresh."""
+    lora = get_method("lora")
+    first = profile_run(suite, "lora", lora.make_config())
+
+    def counted_again(*args):
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(profile_module, "flop_profile", counted_again)
+    again = profile_run(suite, "lora", lora.make_config())
+    assert again == first and again is not first
+    again["gflops_per_image_parts"]["total"] = -1.0  # a caller's changes stay its own
+    assert profile_run(suite, "lora", lora.make_config()) == first
+    for other_suite, config in ((suite, lora.make_config({"rank": 2})), (profile_suite(suite, image_size=64),
+                                                                      lora.make_config())):
+        with pytest.raises(AssertionError, match="counted again"):
+            profile_run(other_suite, "lora", config)
 
 
 def test_sweep_rows_scale_with_size_and_batch(suite):
