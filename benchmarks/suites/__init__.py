@@ -268,9 +268,13 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.is_file():
         raise UserError(f"unknown suite '{name_or_path}'; known suites: {', '.join(list_suites())}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"suite file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"suite file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+    except OSError as exc:
+        raise UserError(f"suite file {path}: cannot read it ({exc.strerror or exc}); check its permissions") from None
     data.setdefault("name", path.stem)
     known = {f.name for f in dataclasses.fields(Suite)}
     unknown = sorted(set(data) - known)
