@@ -115,13 +115,17 @@ def distinct_files(files: Sequence[tuple[str, Path | str | None]]) -> None:
 
 
 def key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
-    """`--set`/`--budget` arguments as a dict; a pair without `=` or a key is refused."""
+    """`--set`/`--budget` arguments as a dict; a pair without `=` or a key is refused, and so is a key given
+    twice with different values (which one was meant cannot be told; the last would win silently)."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
         if not sep or not key:
             raise UserError(f"{flag} expects KEY=VALUE, got '{pair}'")
-        out[key.strip()] = value.strip()
+        if out.get(key, value) != value:
+            raise UserError(f"{flag} sets {key} twice ({key}={out[key]}, then {key}={value}); give it once")
+        out[key] = value
     return out
 
 
