@@ -184,12 +184,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         "--set and --budget")
     args.suite = table_suite_name(table, args.suite) if table else (args.suite or "shapes")
     suite, off_budget = resolve_suite(args) if args.suite else (None, False)
-    methods = [get_method(m).name for m in args.method] or None
+    methods = validate.unique([get_method(m).name for m in args.method], "--method") or None
     seeds = coerce(args.seeds, tuple[int, ...], "--seeds") if args.seeds is not None else None
     if seeds is not None and not seeds:
         raise UserError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
     for seed in seeds or ():
         validate.seed(seed, "--seeds: each seed")
+    validate.unique(seeds or (), "--seeds")
     device = resolve_device(args.device)
     jobs, threads = cpu.sweep_workers(args.jobs, args.threads, device.type == "cuda", cpu.cores())
     try:

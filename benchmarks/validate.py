@@ -114,6 +114,17 @@ def distinct_files(files: Sequence[tuple[str, Path | str | None]]) -> None:
         seen[resolved] = flag
 
 
+def unique(values: Sequence[Any], key: str) -> list[Any]:
+    """`values` as a list if none repeats: a repeated method, seed, rate or size would run or count the same
+    thing twice."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise UserError(f"{key} lists {value!r} twice; give each once")
+        seen.add(value)
+    return list(values)
+
+
 def key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
     """`--set`/`--budget` arguments as a dict; a pair without `=` or a key is refused, and so is a key given
     twice with different values (which one was meant cannot be told; the last would win silently)."""

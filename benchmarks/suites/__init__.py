@@ -146,6 +146,8 @@ class Suite:
             raise bad("decoder_options", f"{exc}") from None
         if not self.eval_splits or not self.seeds or not self.lr_grid:
             raise bad("eval_splits/seeds/lr_grid", "must not be empty")
+        for key in ("eval_splits", "seeds", "lr_grid"):
+            validate.unique(getattr(self, key), f"suite '{self.name}': {key}")
         if self.select_split.startswith("test") or self.select_split == self.train_split:
             kind = "training" if self.select_split == self.train_split else "test"
             raise bad("select_split", f"{self.select_split!r} is a {kind} split: weights picked on it would be "
