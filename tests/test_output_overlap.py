@@ -18,8 +18,8 @@ SEED = 5
 def spellings(rng: random.Random, folder: str) -> list[str]:
     """The folder itself, and paths inside it, spelled several ways (trailing slash, '..', './')."""
     name = "".join(rng.choice("abcxyz") for _ in range(4))
-    return [folder, folder + "/", f"{folder}/{name}", f"{folder}/{name}/deeper", f"{folder}/../{Path(folder).name}/{name}",
-            f"{folder}/./{name}"]
+    return [folder, folder + "/", f"{folder}/{name}", f"{folder}/{name}/deeper",
+            f"{folder}/../{Path(folder).name}/{name}", f"{folder}/./{name}"]
 
 
 def overlap_cases(rng: random.Random) -> list[list[str]]:

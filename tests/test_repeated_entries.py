@@ -28,7 +28,8 @@ def repeated_cases(rng: random.Random) -> list[list[str]]:
         flags = [a for name in with_repeat(rng, methods).split(",") for a in ("--method", name)]
         cases.append(["sweep", "--suite", "smoke", "--dry-run", *flags, *run])
         cases.append(["profile", "--suite", "smoke", "--flops-only", *flags])
-        cases.append(["sweep", "--suite", "smoke", "--dry-run", "--seeds", with_repeat(rng, ["0", "1", "2", "7"]), *run])
+        seeds = with_repeat(rng, ["0", "1", "2", "7"])
+        cases.append(["sweep", "--suite", "smoke", "--dry-run", "--seeds", seeds, *run])
         cases.append(["profile", "--suite", "smoke", "--method", "frozen", "--flops-only",
                       "--sweep-image-size", with_repeat(rng, ["64", "128", "256"])])
         cases.append(["profile", "--suite", "smoke", "--method", "frozen", "--flops-only",
