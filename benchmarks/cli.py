@@ -146,20 +146,26 @@ def print_reference(record: dict, reference: Path, own_path: Path) -> None:
 
 
 def check_run_paths(args: argparse.Namespace) -> None:
-    """bench and sweep write records, checkpoints and models: the folders must be writable before any work."""
+    """bench and sweep write records, checkpoints and models: the folders must be writable before any work,
+    and only records may live in a results folder (reports and sweeps read every JSON file there)."""
     validate.writable_dir(args.out, "--out")
     validate.writable_dir(args.checkpoint_dir, "--checkpoint-dir")
+    outside_results(args.checkpoint_dir, "--checkpoint-dir", args, "checkpoints go beside run records")
     if args.save_model:
         validate.writable_dir(models_root(args), "--models-dir")
+        outside_results(models_root(args), "--models-dir", args, "saved models go beside run records")
+
+
+def outside_results(path: Path | str, flag: str, args: argparse.Namespace, why: str) -> None:
+    """`path` lies outside the committed reference and the run's --out folder."""
+    for results in (REPO / "results", Path(args.out)):
+        validate.outside(path, flag, results, "the results folder", f"{why}, never among them")
 
 
 def check_log_dir(args: argparse.Namespace) -> None:
     """--log writes event files: a writable folder outside every results folder (records only live there)."""
-    log_dir = validate.writable_dir(args.log_dir, "--log-dir").resolve()
-    for results in (REPO / "results", Path(args.out)):
-        if log_dir.is_relative_to(results.resolve()):
-            raise UserError(f"--log-dir {args.log_dir} is inside the results folder {results}: event files go "
-                            "beside run records, never among them (default: runs/tensorboard)")
+    validate.writable_dir(args.log_dir, "--log-dir")
+    outside_results(args.log_dir, "--log-dir", args, "event files go beside run records")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -178,12 +184,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         "--set and --budget")
     args.suite = table_suite_name(table, args.suite) if table else (args.suite or "shapes")
     suite, off_budget = resolve_suite(args) if args.suite else (None, False)
-    methods = [get_method(m).name for m in args.method] or None
+    methods = validate.unique([get_method(m).name for m in args.method], "--method") or None
     seeds = coerce(args.seeds, tuple[int, ...], "--seeds") if args.seeds is not None else None
     if seeds is not None and not seeds:
         raise UserError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
     for seed in seeds or ():
         validate.seed(seed, "--seeds: each seed")
+    validate.unique(seeds or (), "--seeds")
     device = resolve_device(args.device)
     jobs, threads = cpu.sweep_workers(args.jobs, args.threads, device.type == "cuda", cpu.cores())
     try:
@@ -229,6 +236,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmarks.report import write_report
 
     validate.writable_dir(args.out, "--out")
+    validate.outside(args.out, "--out", args.results, "the --results folder", "reports go beside the records they read")
     written = write_report(Path(args.results), Path(args.out))
     print(f"wrote {len(written)} files under {args.out}")
     return 0
@@ -288,6 +296,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError("--split picks a dataset item with --index; it does not apply to --image")
     out = validate.writable_file(args.out, "--out", (".png",))
     probs_out = args.probabilities and validate.writable_file(args.probabilities, "--probabilities", (".png", ".npy"))
+    validate.distinct_files([("--image", args.image), ("--out", out), ("--probabilities", probs_out)])
     saved, suite, device = _open_model(args)
     if args.image is not None:
         query = query_from_file(Path(args.image), args.text, suite.image_size)

@@ -534,7 +534,7 @@ def _int_list(text: str | None, flag: str) -> list[int]:
         raise UserError(f"{flag} expects comma-separated integers like 224,320, got {text!r}") from None
     if not values or any(v <= 0 for v in values):
         raise UserError(f"{flag} expects positive integers, got {text!r}")
-    return values
+    return validate.unique(values, flag)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -555,15 +555,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
         rows = [tower_profile(suite.backbone, suite.image_size, suite.text_len)]
         table = _towers_table(rows)
     else:
-        methods = args.method or list_methods()
-        for name in methods:
-            get_method(name)  # unknown names fail before minutes of work
+        methods = validate.unique([get_method(name).name for name in args.method], "--method") or list_methods()
         settings = validate.key_values(args.set, "--set")
         method_configs(methods, settings)  # so do options no profiled method has
         options = ProfileOptions(device=str(device), warmup=args.warmup, repeats=args.repeats,
                                  memory=not args.flops_only, throughput=not args.flops_only,
                                  threads=args.threads, memory_jobs=args.memory_jobs)
-        precisions = [p.strip() for p in (args.sweep_precision or "").split(",") if p.strip()]
+        precisions = validate.unique([p.strip() for p in (args.sweep_precision or "").split(",") if p.strip()],
+                                     "--sweep-precision")
         for precision in precisions:  # an unknown precision fails here, before minutes of work
             suite.replace({"precision": precision})
         rows = profile(suite, methods, options,

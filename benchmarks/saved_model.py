@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from benchmarks import validate
 from benchmarks.build import backbone_config, build_model
 from benchmarks.checkpoint import trained_weights, weights_loaded
 from benchmarks.store import ResultStore, RunSpec, read_json
@@ -50,6 +52,7 @@ PEFT_DIR = "peft"
 SELECTED_DIR = "selected"
 WEIGHTS = ("last", "selected")  # which weights of a saved model to use
 DEFAULT_WEIGHTS = "last"  # what a record's `results`, its headline, report
+SHA256 = re.compile(r"[0-9a-f]{64}")
 MODELS_ENV = "RISBENCH_MODELS"  # where saved models go when --models-dir is not given
 REPO = Path(__file__).resolve().parent.parent
 _UMASK = os.umask(0)
@@ -174,6 +177,35 @@ def _publish(staging: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_fields(config: dict[str, Any]) -> None:
+    """The fields of model.json that its config hash does not cover (the seed, the backbone's sha256, the
+    recorded metrics and the selection): a garbled one must be refused before it becomes a run identity or a
+    weights path. The hashed `config` itself is checked by rebuilding it."""
+    if not isinstance(config.get("config"), dict) or not isinstance(config["config"].get("suite"), dict):
+        raise UserError(f"config={config.get('config')!r}: expected the run's resolved config with its suite table")
+    validate.seed(config.get("seed"), "seed")
+    if not isinstance(config.get("off_budget", False), bool):
+        raise UserError(f"off_budget={config['off_budget']!r}: expected true or false")
+    sha = config.get("backbone_sha256")
+    if sha is not None and not (isinstance(sha, str) and SHA256.fullmatch(sha)):
+        raise UserError(f"backbone_sha256={sha!r}: expected 64 hex digits or null")
+    if not isinstance(config.get("recorded_results", {}), dict):
+        raise UserError(f"recorded_results={config['recorded_results']!r}: expected a table of splits")
+    selection = config.get("selection")
+    if selection is None:
+        return
+    if not isinstance(selection, dict):
+        raise UserError(f"selection={selection!r}: expected a table or null")
+    if selection.get("weights") not in (".", SELECTED_DIR):
+        raise UserError(f"selection.weights={selection.get('weights')!r}: expected '.' or '{SELECTED_DIR}'")
+    if not isinstance(selection.get("split"), str):
+        raise UserError(f"selection.split={selection.get('split')!r}: expected a split name")
+    validate.integer(selection.get("step"), "selection.step")
+    validate.number(selection.get("score"), "selection.score", 0.0, 100.0)
+    if not isinstance(selection.get("recorded_results"), dict):
+        raise UserError(f"selection.recorded_results={selection.get('recorded_results')!r}: expected a table")
+
+
 @dataclass(frozen=True)
 class SavedModel:
     """A saved model's folder, its config and the run identity that config rebuilds."""
@@ -200,6 +232,10 @@ class SavedModel:
             raise UserError(f"--model {path}: {CONFIG_FILE} is {exc}") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise UserError(f"--model {path}: {CONFIG_FILE} is not a {FORMAT} config")
+        try:
+            _check_fields(config)
+        except UserError as exc:
+            raise UserError(f"--model {path}: {CONFIG_FILE} field {exc}; re-run bench to save it again") from None
         try:
             resolved = config["config"]
             suite = Suite.from_dict(resolved["suite"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import validate
 from benchmarks.suites import Suite
 from riscore.errors import UserError
 from riscore.identity import config_identity
@@ -138,7 +140,40 @@ def read_record(path: Path) -> dict[str, Any]:
     for section in ("run_info", "train_info", "results", "cost", "meta_info"):
         if not isinstance(record.get(section), dict):
             raise ValueError(f"run record lacks its '{section}' section")
+    try:
+        _check_identity(record["run_info"])
+        _check_results(record["results"])
+    except UserError as exc:
+        raise ValueError(f"run record field {exc}") from None
     return record
+
+
+SCORES = re.compile(r"mIoU|oIoU|prec@[0-9.]+")  # percentages every leaderboard ranks and averages
+
+
+def _check_identity(info: dict[str, Any]) -> None:
+    """The run_info fields that group, name and filter records: a garbled one would crash or mislead a report."""
+    for key in ("suite", "method", "config_hash"):
+        if not isinstance(info.get(key), str) or not info[key]:
+            raise UserError(f"run_info.{key}={info.get(key)!r}: expected a non-empty string")
+    if info.get("status") not in STATUSES:
+        raise UserError(f"run_info.status={info.get('status')!r}: expected one of {', '.join(STATUSES)}")
+    validate.seed(info.get("seed"), "run_info.seed")
+    validate.number(info.get("lr"), "run_info.lr", open_low=True)
+    if not isinstance(info.get("off_budget", False), bool):
+        raise UserError(f"run_info.off_budget={info['off_budget']!r}: expected true or false")
+
+
+def _check_results(results: dict[str, Any]) -> None:
+    """Per split: mIoU, oIoU and n at least; the scores finite percentages and `n` a count."""
+    for split, metrics in results.items():
+        if not isinstance(metrics, dict) or not {"mIoU", "oIoU", "n"} <= set(metrics):
+            raise UserError(f"results.{split}={metrics!r}: expected a table of metrics with mIoU, oIoU and n")
+        for key, value in metrics.items():
+            if SCORES.fullmatch(key):
+                validate.number(value, f"results.{split}.{key}", 0.0, 100.0)
+            elif key == "n":
+                validate.integer(value, f"results.{split}.n")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

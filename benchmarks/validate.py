@@ -93,14 +93,50 @@ def _creatable(folder: Path, flag: str, of: Path | None = None) -> None:
         raise UserError(f"{flag} {shown}: {existing} is not writable; choose a path you can write to")
 
 
+def outside(path: Path | str, flag: str, folder: Path | str, folder_name: str, why: str) -> None:
+    """Refuse an output `path` that is `folder` or lies inside it: two outputs of one command must not mix
+    (event files or saved models among run records, reports among the records they read)."""
+    if Path(path).resolve().is_relative_to(Path(folder).resolve()):
+        raise UserError(f"{flag} {path} is inside {folder_name} {folder}: {why}; give {flag} a path "
+                        f"outside {folder}")
+
+
+def distinct_files(files: Sequence[tuple[str, Path | str | None]]) -> None:
+    """Refuse two file options naming the same file (the later write would replace the earlier, or an
+    output would overwrite an input); options not given (None) are skipped."""
+    seen: dict[Path, str] = {}
+    for flag, path in files:
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise UserError(f"{seen[resolved]} and {flag} both name {path}; give each its own file")
+        seen[resolved] = flag
+
+
+def unique(values: Sequence[Any], key: str) -> list[Any]:
+    """`values` as a list if none repeats: a repeated method, seed, rate or size would run or count the same
+    thing twice."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise UserError(f"{key} lists {value!r} twice; give each once")
+        seen.add(value)
+    return list(values)
+
+
 def key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
-    """`--set`/`--budget` arguments as a dict; a pair without `=` or a key is refused."""
+    """`--set`/`--budget` arguments as a dict; a pair without `=` or a key is refused, and so is a key given
+    twice with different values (which one was meant cannot be told; the last would win silently)."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
         if not sep or not key:
             raise UserError(f"{flag} expects KEY=VALUE, got '{pair}'")
-        out[key.strip()] = value.strip()
+        if out.get(key, value) != value:
+            raise UserError(f"{flag} sets {key} twice ({key}={out[key]}, then {key}={value}); give it once")
+        out[key] = value
     return out
 
 

@@ -28,7 +28,7 @@ def make_record(method: str, *, seed: int, lr: float, miou: float | None, status
     if miou is not None:
         for k, split in enumerate(suite.eval_splits):
             value = miou + k
-            results[split] = {"mIoU": value, "oIoU": value - 2, **{f"prec@{t}": value / 2 for t in
+            results[split] = {"mIoU": value, "oIoU": max(value - 2, 0.0), **{f"prec@{t}": value / 2 for t in
                                                                    ("0.5", "0.6", "0.7", "0.8", "0.9")},
                               "n": 10, "per_kind": {kind: value + i for i, kind in enumerate(KINDS)},
                               "eval_seconds": 1.0}

@@ -178,3 +178,52 @@ def test_damaged_model_folders_are_user_errors(tmp_path, damage, message, frozen
     damage(folder)
     with pytest.raises(UserError, match=message):
         SavedModel.open(folder).build(torch.device("cpu"))
+
+
+# model.json fields outside the hashed config -> malformed values (None: the field is left out)
+GARBLED_FIELDS = {
+    ("seed",): ["x", -1, 1.5, True, 2**40, None],
+    ("off_budget",): ["no", 1],
+    ("backbone_sha256",): [5, "00", "Z" * 64, ["a" * 64]],
+    ("recorded_results",): ["x", [1], 3],
+    ("selection",): ["x", [1], 3, True],
+    ("selection", "weights"): [3, "../../etc", "", "last", None],
+    ("selection", "split"): [3, None, ["val"]],
+    ("selection", "step"): ["10", -1, 1.5, None],
+    ("selection", "score"): ["x", float("nan"), -1, 101, None],
+    ("selection", "recorded_results"): ["x", None, [1]],
+    ("config",): [None, [1], "x"],
+    ("config", "suite"): [[1], "smoke", None],
+}
+
+
+def test_every_garbled_model_json_field_is_one_error_line_before_any_work(tmp_path, frozen_run, capsys):
+    """Generated: each field the config hash does not cover, set to each malformed value, makes predict and
+    evaluate refuse the folder in one `error:` line naming the field (before, a bad seed or selection was
+    used as given, and a bad suite table was a traceback)."""
+    from benchmarks.cli import main
+
+    spec, model = frozen_run
+    good = save_model(tmp_path / "good", model, spec, {"results": {}})
+    config = json.loads((good / CONFIG_FILE).read_text())
+    config["selection"] = {"split": "val", "step": 2, "score": 10.0, "weights": ".", "recorded_results": {}}
+    k = 0
+    for path, values in GARBLED_FIELDS.items():
+        for value in values:
+            garbled = json.loads(json.dumps(config))
+            holder = garbled
+            for part in path[:-1]:
+                holder = holder[part]
+            if value is None and path[-1] not in ("config", "suite"):
+                holder.pop(path[-1])
+            else:
+                holder[path[-1]] = value
+            (good / CONFIG_FILE).write_text(json.dumps(garbled))
+            command = (["predict", "--index", "0", "--out", str(tmp_path / "p.png")] if k % 2 else ["evaluate"])
+            code = main([*command, "--model", str(good), "--weights", "selected", "--threads", "1"])
+            err = capsys.readouterr().err
+            assert code == 2, f"{path}={value!r}: exit {code}\n{err}"
+            assert err.startswith("error: ") and err.count("\n") == 1, f"{path}={value!r}: {err}"
+            assert path[-1] in err, f"{path}={value!r}: {err}"
+            k += 1
+    assert not (tmp_path / "p.png").exists()

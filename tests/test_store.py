@@ -14,7 +14,9 @@ def make_spec(seed=0, **method_options):
 
 
 def minimal_record(status="ok"):
-    return {"schema_version": SCHEMA_VERSION, "run_info": {"status": status, "config_hash": None},
+    return {"schema_version": SCHEMA_VERSION,
+            "run_info": {"suite": "smoke", "method": "full", "seed": 0, "lr": 1e-3, "status": status,
+                         "config_hash": "0" * 64},
             "train_info": {}, "results": {}, "cost": {}, "meta_info": {}}
 
 

@@ -154,3 +154,32 @@ def test_decoder_options_switch_components_off_and_leave_the_default_identity_al
     assert build_base_model(ablated).decoder.global_alignment is None
     with pytest.raises(UserError, match="decoder_options unknown decoder component 'neck'"):
         base.replace({"decoder_options": "{neck = false}"})
+
+
+def test_any_damaged_suite_file_loads_or_is_one_user_error(tmp_path, capsys):
+    """Generated: truncations of a shipped suite, byte flips and non-UTF-8 or binary files (a suite saved in
+    another encoding, a file picked by mistake) give a suite or a UserError, never another exception; the CLI
+    prints one line (before, a non-UTF-8 suite file was a UnicodeDecodeError traceback)."""
+    import random
+
+    from benchmarks.cli import main
+    from benchmarks.suites import SUITE_DIR
+
+    rng = random.Random(3)
+    text = (SUITE_DIR / "smoke.toml").read_bytes()
+    contents = [text[:rng.randint(0, len(text))] for _ in range(40)]
+    contents += [bytes(b ^ (0x80 if rng.random() < 0.02 else 0) for b in text) for _ in range(20)]
+    contents += [b"\xff\xfe" + text.decode().encode("utf-16-le"), rng.randbytes(200), b"\x00" * 10,
+                 "name = \"caf\xe9\"\n".encode("latin-1")]
+    refused = 0
+    for k, content in enumerate(contents):
+        path = tmp_path / f"s{k}.toml"
+        path.write_bytes(content)
+        try:
+            load_suite(str(path))
+        except UserError:
+            refused += 1
+            assert main(["data", "stats", "--suite", str(path)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert refused >= 20

@@ -29,8 +29,11 @@ CONFIGS = {m: get_method(m).make_config() for m in METHODS}
 
 
 def fake_record(status="ok", val=None):
-    return {"schema_version": SCHEMA_VERSION, "run_info": {"status": status, "config_hash": None},
-            "train_info": {}, "results": {"val": {"mIoU": val}} if val is not None else {}, "cost": {},
+    return {"schema_version": SCHEMA_VERSION,
+            "run_info": {"suite": "smoke", "method": "full", "seed": 0, "lr": 1e-3, "status": status,
+                         "config_hash": "0" * 64},
+            "train_info": {}, "results": {"val": {"mIoU": val, "oIoU": val, "n": 8}} if val is not None else {},
+            "cost": {},
             "meta_info": {}}
 
 

@@ -146,6 +146,8 @@ class Suite:
             raise bad("decoder_options", f"{exc}") from None
         if not self.eval_splits or not self.seeds or not self.lr_grid:
             raise bad("eval_splits/seeds/lr_grid", "must not be empty")
+        for key in ("eval_splits", "seeds", "lr_grid"):
+            validate.unique(getattr(self, key), f"suite '{self.name}': {key}")
         if self.select_split.startswith("test") or self.select_split == self.train_split:
             kind = "training" if self.select_split == self.train_split else "test"
             raise bad("select_split", f"{self.select_split!r} is a {kind} split: weights picked on it would be "
@@ -268,9 +270,13 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.is_file():
         raise UserError(f"unknown suite '{name_or_path}'; known suites: {', '.join(list_suites())}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"suite file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"suite file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+    except OSError as exc:
+        raise UserError(f"suite file {path}: cannot read it ({exc.strerror or exc}); check its permissions") from None
     data.setdefault("name", path.stem)
     known = {f.name for f in dataclasses.fields(Suite)}
     unknown = sorted(set(data) - known)
