@@ -184,8 +184,7 @@ def _check_fields(config: dict[str, Any]) -> None:
     if not isinstance(config.get("config"), dict) or not isinstance(config["config"].get("suite"), dict):
         raise UserError(f"config={config.get('config')!r}: expected the run's resolved config with its suite table")
     validate.seed(config.get("seed"), "seed")
-    if not isinstance(config.get("off_budget", False), bool):
-        raise UserError(f"off_budget={config['off_budget']!r}: expected true or false")
+    validate.boolean(config.get("off_budget", False), "off_budget")
     sha = config.get("backbone_sha256")
     if sha is not None and not (isinstance(sha, str) and SHA256.fullmatch(sha)):
         raise UserError(f"backbone_sha256={sha!r}: expected 64 hex digits or null")
@@ -299,7 +298,8 @@ class SavedModel:
         if set(state) != expected:
             extra, missing = sorted(set(state) - expected), sorted(expected - set(state))
             raise UserError(f"model {self.folder} does not fit {self.spec.method}: extra {extra[:3]}, "
-                            f"missing {missing[:3]}")
+                            f"missing {missing[:3]}; if an older risbench saved it, save it again with "
+                            f"`bench ... --force`")
         with torch.no_grad():
             model.load_state_dict(state, strict=False)
         return model

@@ -160,8 +160,7 @@ def _check_identity(info: dict[str, Any]) -> None:
         raise UserError(f"run_info.status={info.get('status')!r}: expected one of {', '.join(STATUSES)}")
     validate.seed(info.get("seed"), "run_info.seed")
     validate.number(info.get("lr"), "run_info.lr", open_low=True)
-    if not isinstance(info.get("off_budget", False), bool):
-        raise UserError(f"run_info.off_budget={info['off_budget']!r}: expected true or false")
+    validate.boolean(info.get("off_budget", False), "run_info.off_budget")
 
 
 def _check_results(results: dict[str, Any]) -> None:

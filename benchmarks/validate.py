@@ -49,6 +49,12 @@ def seed(value: Any, key: str = "seed") -> int:
     return integer(value, key, 0, SEED_MAX)
 
 
+def boolean(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value!r}: expected true or false")
+    return value
+
+
 def name(value: Any, key: str) -> str:
     """A name that becomes one path component: no separators, no '..', not empty, not hidden."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or value.strip(".") == "":

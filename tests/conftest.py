@@ -37,6 +37,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture
+def no_model_built(monkeypatch):
+    """Any torch module built during the test fails it: bad input must be refused before any work starts."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built: bad input was not refused before the work started")
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", refuse)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """The default tiny RIS model with random weights (seed 0)."""

@@ -173,13 +173,8 @@ def test_every_option_and_suite_key_has_a_generator():
     assert {f.name for f in dataclasses.fields(Suite)} - {"description"} <= set(field_types(Suite))
 
 
-def test_malformed_options_and_suite_keys_are_refused_in_one_line_before_any_work(tmp_path, monkeypatch, capsys):
-    import torch
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("a model was built for bad input")
-
-    monkeypatch.setattr(torch.nn.Module, "__init__", no_model)  # no work of any command starts without one
+def test_malformed_options_and_suite_keys_are_refused_in_one_line_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                                   no_model_built):
     monkeypatch.delenv("RISBENCH_DATA", raising=False)
     monkeypatch.chdir(tmp_path)  # relative defaults (preview.png) land here and are seen
     rng = random.Random(SEED)

@@ -44,13 +44,7 @@ def repeated_cases(rng: random.Random) -> list[list[str]]:
     return cases
 
 
-def test_a_repeated_entry_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
-    import torch
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("a model was built")
-
-    monkeypatch.setattr(torch.nn.Module, "__init__", no_model)
+def test_a_repeated_entry_is_refused_before_any_work(tmp_path, capsys, no_model_built):
     cases = repeated_cases(random.Random(SEED))
     assert len(cases) >= 50
     for argv in cases:

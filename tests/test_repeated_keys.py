@@ -37,13 +37,7 @@ def repeated_cases(rng: random.Random, tmp: str) -> list[tuple[str, list[str]]]:
     return cases
 
 
-def test_a_key_given_twice_with_different_values_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
-    import torch
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("a model was built")
-
-    monkeypatch.setattr(torch.nn.Module, "__init__", no_model)
+def test_a_key_given_twice_with_different_values_is_refused_before_any_work(tmp_path, capsys, no_model_built):
     cases = repeated_cases(random.Random(SEED), str(tmp_path))
     assert len(cases) >= 40
     for key, argv in cases:

@@ -42,7 +42,7 @@ class Scores:
         return self.seed_means[[self.seeds.index(s) for s in seeds], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds frames and arrays: identity, not value, equality
 class SplitRuns:
     """A row's ok runs on one split, selected once and shared by every statistic of that split."""
 
