@@ -177,39 +177,41 @@ def _slope_and_intercept(counts: Sequence[int]) -> tuple[float, float]:
     return (two - one) / GIGA, (2 * one - two) / GIGA
 
 
-def _inference_reports(model: RISModel) -> list[FlopReport]:
+def _inference_reports(model: RISModel, device: torch.device) -> list[FlopReport]:
     model.eval()
-    return [count_flops(model, example_batch(model, n).inputs) for n in (1, 2)]
+    return [count_flops(model, example_batch(model, n).to(device).inputs) for n in (1, 2)]
 
 
-def _train_counts(model: RISModel) -> list[int]:
+def _train_counts(model: RISModel, device: torch.device) -> list[int]:
     """torch's counter over forward, loss and backward in train mode (the optimizer update is elementwise)."""
     counts = []
     for n in (1, 2):
-        batch = example_batch(model, n)
+        batch = example_batch(model, n).to(device)
         model.train()
         counts.append(torch_flops(lambda b=batch: segmentation_loss(model(*b.inputs), b.masks).backward()))
         model.zero_grad(set_to_none=True)
     return counts
 
 
-def base_parts(suite: Suite) -> dict[str, float]:
+def base_parts(suite: Suite, device: torch.device) -> dict[str, float]:
     """GFLOPs per image of the unadapted model, by part (fvcore, eval mode)."""
-    model = build_base_model(suite)
+    model = build_base_model(suite).to(device)
     modules = part_modules(model)
-    one, two = (split_parts(r, modules) for r in _inference_reports(model))
+    one, two = (split_parts(r, modules) for r in _inference_reports(model, device))
     return {k: (two[k] - one[k]) / GIGA for k in one}
 
 
-def flop_profile(profiled: Profiled, base: dict[str, float]) -> dict[str, Any]:
-    """Inference GFLOPs per image by part and training GFLOPs, counted on CPU at batch 1 and 2.
+def flop_profile(profiled: Profiled, base: dict[str, float], device: torch.device) -> dict[str, Any]:
+    """Inference GFLOPs per image by part and training GFLOPs, counted at batch 1 and 2 on `device`, where
+    the model is. A count depends on shapes alone, not on the device; counting where the model runs takes
+    seconds at paper scale on a GPU instead of minutes per method on CPU.
 
     `method` is what the adapted model computes beyond the unadapted one (`base`, from base_parts):
     new modules, wrapped layers and longer token sequences alike, wherever in the towers they run.
     """
-    reports = _inference_reports(profiled.model)
+    reports = _inference_reports(profiled.model, device)
     per_image, fixed = _slope_and_intercept([r.total for r in reports])
-    train_per_image, train_fixed = _slope_and_intercept(_train_counts(profiled.model))
+    train_per_image, train_fixed = _slope_and_intercept(_train_counts(profiled.model, device))
     parts = {k: base[k] for k in ("image_tower", "text_tower", "decoder", "other")}
     return {
         "gflops_per_image": per_image,
@@ -223,33 +225,38 @@ def flop_profile(profiled: Profiled, base: dict[str, float]) -> dict[str, Any]:
 
 
 @contextmanager
-def own_rng() -> Iterator[None]:
-    """Whatever runs inside leaves torch's CPU, numpy's and Python's global RNG states as they were."""
+def own_rng(device: torch.device) -> Iterator[None]:
+    """Whatever runs inside leaves torch's CPU (and `device`'s), numpy's and Python's global RNG states as
+    they were."""
     py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=cuda):
             yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
 
 
+CPU = torch.device("cpu")
 _RUN_FLOPS: dict[str, dict[str, Any]] = {}  # profile_run's figures by repr((suite, method, config))
 
 
-def profile_run(suite: Suite, method: str, config: Any) -> dict[str, Any]:
+def profile_run(suite: Suite, method: str, config: Any, device: torch.device = CPU) -> dict[str, Any]:
     """FLOP figures for a run record (cost.gflops_per_image etc.): a few seconds on the tiny backbone.
 
-    Builds its own random-weight model on CPU and restores every RNG, so the run it describes computes
-    exactly what it would have computed without it. The figures depend on the model's structure alone, so they
-    are counted once per process for each suite, method and config (a sweep's seeds and rates, a resumed run)
-    and each caller gets its own copy.
+    Builds its own random-weight model (counted on the run's `device`) and restores every RNG, so the run it
+    describes computes exactly what it would have computed without it. The figures depend on the model's
+    structure alone, so they are counted once per process for each suite, method and config (a sweep's seeds and
+    rates, a resumed run) and each caller gets its own copy.
     """
     suite = profile_suite(suite)
     key = repr((suite, method, config))
     if key not in _RUN_FLOPS:
-        with own_rng():
-            _RUN_FLOPS[key] = flop_profile(build_profiled(suite, method, config), base_parts(suite))
+        with own_rng(device):
+            profiled = build_profiled(suite, method, config)
+            profiled.model.to(device)
+            _RUN_FLOPS[key] = flop_profile(profiled, base_parts(suite, device), device)
     return copy.deepcopy(_RUN_FLOPS[key])
 
 
@@ -432,13 +439,16 @@ def profile(suite: Suite, methods: Sequence[str], options: ProfileOptions, *,
     and FLOPs are made once per image size: they do not depend on batch size or precision. `settings` are
     method options, each given to every method that has it."""
     configs = method_configs(methods, settings)
+    device = torch.device(options.device)
     rows: list[dict[str, Any]] = []
     for size in image_sizes or [suite.image_size]:
         sized = suite.replace({"image_size": size})
         _log(f"building {len(methods)} models at {size}px and counting FLOPs")
         models = [build_profiled(sized, m, configs[m]) for m in methods]
-        base = base_parts(sized)
-        flops = {p.method: flop_profile(p, base) for p in models}
+        for profiled in models:
+            profiled.model.to(device)
+        base = base_parts(sized, device)
+        flops = {p.method: flop_profile(p, base, device) for p in models}
         for batch in batch_sizes or [suite.batch_size]:
             for precision in precisions or [suite.precision]:
                 point = sized.replace({"batch_size": batch, "precision": precision})

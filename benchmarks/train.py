@@ -198,11 +198,11 @@ def evaluate_splits(model: RISModel, suite: Suite, device: torch.device,
     return results, baselines
 
 
-def count_flops(spec: RunSpec) -> dict[str, Any]:
+def count_flops(spec: RunSpec, device: torch.device) -> dict[str, Any]:
     """The run's GFLOPs (its own models and RNG: it cannot change the run's numbers); a counting problem is
     noted in the record rather than losing a finished run."""
     try:
-        return profile_run(spec.suite, spec.method, spec.method_config)
+        return profile_run(spec.suite, spec.method, spec.method_config, device)
     except Exception as exc:
         return {"flops_error": f"{type(exc).__name__}: {exc}"}
 
@@ -266,7 +266,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
             selected = done.selection.record(suite, model, done.step, results,
                                              lambda: evaluate_splits(model, suite, device, precision.eval)[0])
             # In the try: an interrupt while counting is recorded (and checkpointed) like one during training
-            flops = count_flops(spec) if main else {}
+            flops = count_flops(spec, device) if main else {}
         except Diverged as exc:
             status, error = "diverged", f"{exc} at step {done.step}"
         except torch.cuda.OutOfMemoryError as exc:

@@ -55,6 +55,21 @@ def test_profile_run_parts_add_up_and_rng_is_untouched(suite, method):
     assert cost["train_gflops_per_image"] > cost["gflops_per_image"]  # forward in train mode + backward
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", list_methods())
+def test_flops_counted_on_cuda_are_the_cpu_count_and_leave_the_cuda_rng_alone(suite, method, monkeypatch):
+    """Runs and profiles on a GPU count where the model is (seconds instead of minutes at paper scale): the
+    count must not depend on the device, and counting must not move the run's CUDA generator (dropout)."""
+    cuda = torch.device("cuda")
+    config = get_method(method).make_config()
+    on_cpu = profile_run(suite, method, config)
+    monkeypatch.setattr(profile_module, "_RUN_FLOPS", {})  # counted afresh, on the GPU
+    before = torch.cuda.get_rng_state(cuda)
+    on_cuda = profile_run(suite, method, config, cuda)
+    assert torch.equal(torch.cuda.get_rng_state(cuda), before)
+    assert on_cuda == on_cpu
+
+
 def test_training_flops_follow_what_trains(suite):
     frozen, full = (profile_run(suite, m, get_method(m).make_config()) for m in ("frozen", "full"))
     assert frozen["gflops_per_image"] == full["gflops_per_image"]
