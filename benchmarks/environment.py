@@ -32,6 +32,11 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:N]") from None
 
 
+def cuda_index(device: torch.device) -> int:
+    """The CUDA device's index: `cuda` alone means the current device, which some torch calls do not accept."""
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
 def git_state() -> dict[str, object]:
     def git(*args: str) -> str | None:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.environment import cuda_index
 from benchmarks.suites import Suite
 
 
@@ -22,7 +23,7 @@ def apply(suite: Suite, device: torch.device) -> bool:
         return False
     total = torch.cuda.get_device_properties(device).total_memory
     fraction = min(1.0, suite.memory_cap_gb * 2**30 / total) if suite.memory_cap_gb else 1.0
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    torch.cuda.set_per_process_memory_fraction(fraction, cuda_index(device))
     return bool(suite.memory_cap_gb)
 
 

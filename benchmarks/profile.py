@@ -33,6 +33,7 @@ import torch
 
 from benchmarks import validate
 from benchmarks.build import build_base_model
+from benchmarks.environment import cuda_index
 from benchmarks.flops import (
     CONVENTION,
     OPEN_CLIP_PROFILE,
@@ -229,9 +230,8 @@ def own_rng(device: torch.device) -> Iterator[None]:
     """Whatever runs inside leaves torch's CPU (and `device`'s), numpy's and Python's global RNG states as
     they were."""
     py_state, np_state = random.getstate(), np.random.get_state()
-    cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=[cuda_index(device)] if device.type == "cuda" else []):
             yield
     finally:
         random.setstate(py_state)

@@ -44,7 +44,7 @@ def shift_for_context(tokens: Tensor, n: int) -> Tensor:
     The slots repeat the start token's id: not padding (0) and below the end token's id, which is the
     largest in CLIP's vocabulary, so `tokens == 0` and `tokens.argmax(-1)` stay right for the shifted ids.
     """
-    b, length = tokens.shape
+    b, length = (int(d) for d in tokens.shape)  # plain ints also while traced (FLOP counting on a GPU)
     if n > length - 2:
         raise UserError(f"{n} text context tokens leave no room in text_len {length}; use at most {length - 2}")
     rows = torch.arange(b, device=tokens.device)
