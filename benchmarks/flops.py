@@ -33,19 +33,18 @@ with warnings.catch_warnings():
         matmul_flop_jit,
     )
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import (
     FlopCounterMode,
     conv_backward_flop,
-    flop_registry,
-    sdpa_backward_flop_count,
-    sdpa_flop_count,
 )
 
 aten = torch.ops.aten
 
 CONVENTION = (
     "FLOPs = 2 x multiply-adds of matrix products (linear, matmul, convolution, attention) as in open_clip's "
-    "profile table and torch.utils.flop_counter; norms, pooling, resampling and elementwise ops not counted"
+    "profile table and torch.utils.flop_counter; norms, pooling, resampling and elementwise ops not counted; "
+    "training counts attention as its math (4 products backward, no recomputation), whichever kernel runs"
 )
 
 # open_clip's published profile at 224 px and 77 tokens: (image GFLOPs, text GFLOPs), 2 x multiply-adds.
@@ -146,36 +145,23 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, *args, out_shape=None,
     return part(0) + part(1) // groups
 
 
-def _cpu_attention_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
-
-
-def _cpu_attention_backward_flop(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out, query, key, value)
-
-
 def _torch_counter_mapping() -> dict[Any, Callable[..., int]]:
-    """Formulas added to torch's counter: the grouped-convolution fix, and the CPU attention kernel, which
-    some torch releases in the allowed range (2.14) do not count at all. Where torch has its own formula
-    for an op it is kept, so nothing is counted twice."""
-    mapping: dict[Any, Callable[..., int]] = {aten.convolution_backward: _conv_backward_flop}
-    cpu_attention = {
-        "_scaled_dot_product_flash_attention_for_cpu": _cpu_attention_flop,
-        "_scaled_dot_product_flash_attention_for_cpu_backward": _cpu_attention_backward_flop,
-    }
-    for name, formula in cpu_attention.items():
-        op = getattr(aten, name, None)
-        if op is not None and op not in flop_registry:
-            mapping[op] = formula
-    return mapping
+    """The grouped-convolution fix added to torch's counter (its own formulas are kept for every other op)."""
+    return {aten.convolution_backward: _conv_backward_flop}
 
 
 def torch_flops(fn: Callable[[], Any]) -> int:
-    """torch.utils.flop_counter's total for everything `fn` runs, a backward pass included (2 x MACs)."""
+    """torch.utils.flop_counter's total for everything `fn` runs, a backward pass included (2 x MACs).
+
+    Attention runs its math path while counting. Which fused kernel runs depends on device, dtype and shapes,
+    and torch counts a fused backward as five products (it recomputes the scores) against the math path's
+    four: on a GPU the same model counted more than on CPU. The math path gives one count everywhere, the
+    model's rather than a kernel's."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with FlopCounterMode(display=False, custom_mapping=_torch_counter_mapping()) as counter:
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False,
+                                                           custom_mapping=_torch_counter_mapping()) as counter:
             fn()
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

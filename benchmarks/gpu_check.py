@@ -1,4 +1,4 @@
-"""The GPU check: one script that, in about 8 minutes on one H200, measures what the paper suites cost there.
+"""The GPU check: one script that, in about 9 minutes on one H200, measures what the paper suites cost there.
 
 Stages, each a subprocess of the ordinary CLI with a share of one deadline, each written as soon as it ends:
 1. `profile --suite paper-vitb16` for every method at batch 32 and 416 px, at bf16 and fp16 (train and inference
@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 SUITE = "paper-vitb16"
 BENCH_METHODS = ("bridger", "full")
 STAGES = ("profile", "bench")
-BENCH_RESERVE_SECONDS = 150.0  # kept from the profile for the benches (about a minute each on an H200: a guess)
+BENCH_RESERVE_SECONDS = 150.0  # kept from the profile for the benches (67 s each on an H200, data 4 s: measured)
 PRECISIONS = ("bf16", "fp16")
 # packages the device machine's image lacks (KINDS.md lists what it has), and what they need beyond it
 WHEELS = ("open_clip_torch", "ftfy", "wcwidth", "pycocotools", "yacs", "termcolor")
@@ -65,7 +66,7 @@ class Scale:
 REAL = Scale(suite_changes={},
              profile_args=("--batch-size", "32", "--image-size", "416", "--warmup", "3", "--repeats", "10"),
              bench_budget=("steps=200", "eval_every=100", "log_every=10", "eval_limit=64", "pretrained=none"),
-             images=160, height=480, width=640, memory_jobs=6, threads=0, workers=8)
+             images=160, height=480, width=640, memory_jobs=12, threads=0, workers=8)
 TINY = Scale(suite_changes={"backbone": '"risbench-tiny-vit"', "image_size": "64", "text_len": "16",
                             "batch_size": "4", "decoder_scale": '"tiny"'},
              profile_args=("--method", "bridger", "--warmup", "1", "--repeats", "1"),
@@ -106,24 +107,36 @@ def device_slug(device: str) -> str:
 
 def run_stage(name: str, argv: Sequence[str], clock: Clock, env: dict[str, str] | None = None,
               reserve: float = 0.0) -> dict[str, Any]:
-    """One CLI subprocess within the time left (less `reserve`, kept for later stages); its output streams to
-    ours, its last error line is kept."""
+    """One CLI subprocess within the time left (less `reserve`, kept for later stages). Its error stream is
+    copied to ours as it comes, so a stage cut short still shows how far it got; its last line is kept."""
     started = time.monotonic()
     left = clock.left() - reserve
     if left <= 0:
         return {"stage": name, "status": "skipped", "error": "no time left", "seconds": 0.0}
     print(f"== {name}: {' '.join(argv)}", flush=True)
-    try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks", *argv], env={**os.environ, **(env or {})},
-                              stderr=subprocess.PIPE, text=True, timeout=left)
-    except subprocess.TimeoutExpired:
-        return {"stage": name, "status": "timeout", "error": f"still running after {left:.0f} s",
-                "seconds": time.monotonic() - started}
-    sys.stderr.write(done.stderr)
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-    return {"stage": name, "status": "ok" if done.returncode == 0 else "failed", "exit_code": done.returncode,
-            "error": None if done.returncode == 0 else (lines[-1] if lines else ""),
-            "seconds": time.monotonic() - started}
+    lines: list[str] = []
+
+    def copy(stream: Any) -> None:
+        for line in stream:
+            sys.stderr.write(line)
+            if line.strip():
+                lines[:] = [line.strip()]
+
+    with subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], env={**os.environ, **(env or {})},
+                          stderr=subprocess.PIPE, text=True) as process:
+        copier = threading.Thread(target=copy, args=(process.stderr,), daemon=True)
+        copier.start()
+        try:
+            code = process.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return {"stage": name, "status": "timeout", "error": f"still running after {left:.0f} s",
+                    "seconds": time.monotonic() - started}
+        finally:
+            copier.join(timeout=10)
+    return {"stage": name, "status": "ok" if code == 0 else "failed", "exit_code": code,
+            "error": None if code == 0 else (lines[-1] if lines else ""), "seconds": time.monotonic() - started}
 
 
 def profile_stage(scale: Scale, suite: str, device: str, out: Path, clock: Clock, reserve: float) -> dict[str, Any]:
@@ -237,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       "runs/gpu-check)")
     parser.add_argument("--tiny", action="store_true", help="the same stages at toy sizes, on CPU, in seconds")
     parser.add_argument("--device", help="default: cuda (cpu with --tiny)")
-    parser.add_argument("--seconds", type=float, default=480.0, help="deadline of the whole check (default 480)")
+    parser.add_argument("--seconds", type=float, default=540.0, help="deadline of the whole check (default 540)")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help="comma-separated, of profile,bench (default both: to rerun one that was cut short)")
     parser.add_argument("--wheels", metavar="DIR", help="only download the device machine's missing wheels here")

@@ -80,6 +80,18 @@ def test_a_spent_deadline_skips_the_stage():
     assert result["status"] == "skipped" and result["error"] == "no time left"
 
 
+def test_a_stage_streams_its_errors_and_keeps_the_last_line(capfd):
+    result = gpu_check.run_stage("bench", ["bench", "--method", "lorax"], gpu_check.Clock(120))
+    assert result["status"] == "failed" and result["exit_code"] == 2
+    assert result["error"].startswith("error:") and "lorax" in result["error"]
+    assert result["error"] in capfd.readouterr().err  # copied to ours as it came
+
+
+def test_a_stage_past_its_time_is_killed_and_says_so():
+    result = gpu_check.run_stage("profile", ["profile", "--suite", "paper-vitb16"], gpu_check.Clock(1.0))
+    assert result["status"] == "timeout" and result["seconds"] < 30
+
+
 @pytest.mark.parametrize(("argv", "message"), [(["--stages", "bench,train"], "--stages"),
                                                (["--seconds", "0"], "--seconds")])
 def test_bad_options_are_one_line_exit_2(tmp_path, argv, message, capsys):
