@@ -208,7 +208,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
                 "training_curves.png": "Training loss: mean over seeds, band ± one standard deviation.",
                 "per_kind.png": "mIoU per expression kind: which kinds of language each method handles.",
                 "qualitative.png": "Predicted masks of the same expressions, methods in leaderboard order. "
-                + " ".join(masks)}
+                + " ".join(line for line in masks if line)}
     for name in sorted(figures, key=list(captions).index):
         lines += [f"![{name}]({name})", "", captions[name], ""]
     if "qualitative.png" not in figures:
