@@ -27,6 +27,7 @@ from riscore.errors import UserError
 
 TINT_RGB = np.array([255, 0, 255], dtype=np.float32)  # magenta, as `data preview`: absent from shapes, rare in photos
 TINT_ALPHA = 0.45
+OUTLINE_RGB = np.array([255, 255, 255], dtype=np.float32)  # white: tells the tint from the dataset's purple shapes
 MIN_SIDE = 256  # small images (shapes renders 64 px) are enlarged, pixel for pixel, to stay readable
 
 
@@ -97,7 +98,7 @@ def tint(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
     tinted[mask] = (1 - TINT_ALPHA) * tinted[mask] + TINT_ALPHA * TINT_RGB
     interior = mask.copy()
     interior[1:-1, 1:-1] &= mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-    tinted[mask & ~interior] = TINT_RGB
+    tinted[mask & ~interior] = OUTLINE_RGB
     return tinted.round().astype(np.uint8)
 
 
