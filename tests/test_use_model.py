@@ -51,6 +51,22 @@ def test_evaluate_reproduces_the_record_exactly(trained, tmp_path, capsys):
             assert again["results"][split][key] == metrics[key], (split, key)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_a_cuda_run_leaves_a_model_that_evaluate_reproduces_exactly(tmp_path, capsys, precision):
+    """On a GPU: mixed-precision training, saving and re-evaluation in the same precision give the same scores."""
+    argv = ["bench", "--method", "lora", "--suite", "smoke", "--device", "cuda", "--budget", f"precision={precision}",
+            "--allow-budget-override", "--out", str(tmp_path / "results"), "--checkpoint-dir", str(tmp_path / "ckpt"),
+            "--models-dir", str(tmp_path / "models"), "--no-progress"]
+    assert main(argv) == 0
+    record_path, = (tmp_path / "results").rglob("*.json")
+    assert json.loads(record_path.read_text())["train_info"]["precision"] == precision
+    folder = tmp_path / "models" / record_path.relative_to(tmp_path / "results").with_suffix("")
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(folder), "--device", "cuda"]) == 0
+    assert "val: reproduces the record exactly" in capsys.readouterr().out
+
+
 def test_evaluate_other_splits_and_the_whole_limit(trained, capsys):
     _, folder = trained
     assert main(["evaluate", "--model", str(folder), "--threads", "1", "--split", "testA,testB",
