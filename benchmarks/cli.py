@@ -64,10 +64,25 @@ def models_root(args: argparse.Namespace) -> Path:
     return Path(args.models_dir) if args.models_dir else default_models_root()
 
 
+LISTING_OPTIONS = {"list_methods", "counts", "threads"}  # what `bench --list-methods` reads; the rest runs a method
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.counts and not args.list_methods:
+        raise UserError("--counts goes with --list-methods (it counts every method's parameters); leave it out "
+                        "of a run or add --list-methods")
     if args.list_methods:
+        unused = sorted(given_options(args, "bench") - LISTING_OPTIONS)  # silently ignored, they would mislead
+        if unused:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in unused)
+            raise UserError(f"{flags}: not used with --list-methods, which lists every method and runs none; "
+                            "leave it out, or run one method with bench --method NAME")
         from benchmarks.listing import print_methods
 
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print_methods(counts=args.counts)
         return 0
     if not args.method:
@@ -132,6 +147,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if model_dir is not None and record["run_info"]["status"] == "ok":
             print(f"model: {model_dir}")
     return 0 if record["run_info"]["status"] == "ok" else 1
+
+
+def given_options(args: argparse.Namespace, command: str) -> set[str]:
+    """The options of `command` set to other than their defaults (the destinations, as argparse names them)."""
+    defaults = vars(build_parser().parse_args([command]))
+    return {key for key, value in vars(args).items() if value != defaults.get(key)}
 
 
 def print_reference(record: dict, reference: Path, own_path: Path) -> None:
