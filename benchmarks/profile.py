@@ -554,7 +554,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from methods.backbone import check_arch
 
     if args.out:
-        validate.writable_file(args.out, "--out")
+        validate.writable_file(args.out, "--out", (".json",))
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = profile_suite(load_suite(args.suite), backbone=args.backbone, image_size=args.image_size,

@@ -73,11 +73,12 @@ def writable_dir(path: Path | str, flag: str) -> Path:
     return path
 
 
-def writable_file(path: Path | str, flag: str, suffixes: tuple[str, ...] = ()) -> Path:
+def writable_file(path: Path | str, flag: str, suffixes: tuple[str, ...]) -> Path:
     """`path` if a file can be written there (its folder exists or can be created, and it is not a folder),
-    with one of `suffixes` when given (the file's format follows from it)."""
+    ending in one of `suffixes`: every file a command writes has a fixed format, which readers (reports, other
+    commands, image viewers) tell by its extension."""
     path = Path(path)
-    if suffixes and path.suffix.lower() not in suffixes:
+    if path.suffix.lower() not in suffixes:
         raise UserError(f"{flag} {path}: give a path ending in {' or '.join(suffixes)}")
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder; give a file path")
