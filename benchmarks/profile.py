@@ -551,7 +551,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from benchmarks.environment import describe, resolve_device
     from benchmarks.store import atomic_write_text
     from methods import get_method, list_methods
-    from methods.backbone import check_arch
+    from methods.backbone import check_arch, check_input_size
 
     if args.out:
         validate.writable_file(args.out, "--out", (".json",))
@@ -560,6 +560,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     suite = profile_suite(load_suite(args.suite), backbone=args.backbone, image_size=args.image_size,
                           text_len=args.text_len, batch_size=args.batch_size)
     check_arch(suite.backbone)  # before the first progress line
+    image_sizes = _int_list(args.sweep_image_size, "--sweep-image-size")
+    for size in image_sizes or [suite.image_size]:  # every size a model will be built at, before any is
+        check_input_size(suite.backbone, size, suite.text_len)
     device = resolve_device(args.device)
     if args.clip_towers:
         rows = [tower_profile(suite.backbone, suite.image_size, suite.text_len)]
@@ -576,7 +579,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for precision in precisions:  # an unknown precision fails here, before minutes of work
             suite.replace({"precision": precision})
         rows = profile(suite, methods, options,
-                       image_sizes=_int_list(args.sweep_image_size, "--sweep-image-size"),
+                       image_sizes=image_sizes,
                        batch_sizes=_int_list(args.sweep_batch_size, "--sweep-batch-size"), precisions=precisions,
                        settings=settings)
         table = rows_table(rows)
