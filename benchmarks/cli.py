@@ -29,7 +29,7 @@ def resolve_suite(args: argparse.Namespace):
     from benchmarks.suites import load_suite
 
     suite = load_suite(args.suite)
-    budget = validate.key_values(args.budget, "--budget")
+    budget = validate.key_values(args.budget, "--budget", lambda key, text: getattr(suite.replace({key: text}), key))
     if budget:
         if not args.allow_budget_override:
             raise UserError(f"--budget changes suite '{suite.name}' ({', '.join(budget)}); "
@@ -53,9 +53,16 @@ def resolve_spec(args: argparse.Namespace):
                             "add --allow-budget-override to run off-budget")
         off_budget = True
     seed = suite.seeds[0] if args.seed is None else args.seed
-    config = method.make_config(validate.key_values(args.set, "--set"))
+    config = method.make_config(validate.key_values(args.set, "--set", option_meaning(method.name)))
     return RunSpec(suite=suite, method=method.name, method_config=config, lr=lr, seed=seed,
                    off_budget=off_budget)
+
+
+def option_meaning(method: str):
+    """What a `--set` value means to `method`: the config it makes (16 and 16.0 are one float option)."""
+    from methods import get_method
+
+    return lambda key, text: get_method(method).make_config({key: text})
 
 
 def models_root(args: argparse.Namespace) -> Path:
@@ -212,6 +219,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for seed in seeds or ():
         validate.seed(seed, "--seeds: each seed")
     validate.unique(seeds or (), "--seeds")
+    single = methods[0] if methods and len(methods) == 1 else None  # sweep --set needs exactly one --method
+    options = validate.key_values(args.set, "--set", single and option_meaning(single))
     device = resolve_device(args.device)
     jobs, threads = cpu.sweep_workers(args.jobs, args.threads, device.type == "cuda", cpu.cores())
     try:
@@ -221,7 +230,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                       progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
                       jobs=jobs, threads=threads)
         counts = (run_table(table, suite, **common) if table else
-                  run_sweep(suite, methods=methods, options=validate.key_values(args.set, "--set"), **common))
+                  run_sweep(suite, methods=methods, options=options, **common))
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130

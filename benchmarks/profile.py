@@ -569,7 +569,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         table = _towers_table(rows)
     else:
         methods = validate.unique([get_method(name).name for name in args.method], "--method") or list_methods()
-        settings = validate.key_values(args.set, "--set")
+        settings = validate.key_values(args.set, "--set", lambda key, text: method_configs(methods, {key: text}))
         method_configs(methods, settings)  # so do options no profiled method has
         options = ProfileOptions(device=str(device), warmup=args.warmup, repeats=args.repeats,
                                  memory=not args.flops_only, throughput=not args.flops_only,

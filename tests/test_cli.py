@@ -123,7 +123,8 @@ def bench_option_values() -> list[tuple[str, list[str]]]:
     cases = []
     for action in bench._actions:
         flag = action.option_strings[0] if action.option_strings else None
-        if flag is None or isinstance(action, argparse._HelpAction) or flag in ("--list-methods", "--counts", "--threads"):
+        listing = flag in ("--list-methods", "--counts", "--threads")  # what the listing reads
+        if flag is None or isinstance(action, argparse._HelpAction) or listing:
             continue
         if isinstance(action, argparse.BooleanOptionalAction):
             argv = [f"--no-{flag[2:]}" if action.default else flag]
