@@ -316,7 +316,13 @@ def _open_model(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from benchmarks.predict import probabilities, query_from_dataset, query_from_file, write_prediction
+    from benchmarks.predict import (
+        probabilities,
+        query_from_dataset,
+        query_from_file,
+        truncation_note,
+        write_prediction,
+    )
     from benchmarks.step import autocast_dtype
 
     if (args.image is None) == (args.index is None):
@@ -332,6 +338,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         query = query_from_file(Path(args.image), args.text, suite.image_size)
     else:
         query = query_from_dataset(suite, args.split or suite.eval_splits[0], args.index, args.text)
+    note = truncation_note(query, suite)
+    if note:
+        print(note, file=sys.stderr)
     model = saved.build(device, suite, args.weights)
     probs = probabilities(model, query, device, autocast_dtype(suite, device))
     caption = write_prediction(query, probs, suite.threshold, out, probs_out)

@@ -76,6 +76,16 @@ def check_input_size(arch: str, image_size: int, text_len: int) -> None:
                         f"use at most {text.context_length}")
 
 
+def token_count(arch: str, text: str) -> int:
+    """Tokens of `text` with its start and end tokens, uncut: a text_len below it truncates the expression."""
+    import open_clip
+
+    register_model_configs()
+    longest = len(text.encode()) + 2  # byte-level BPE: at most one token per UTF-8 byte
+    tokens = open_clip.get_tokenizer(arch)([text], context_length=longest)
+    return int(tokens[0].argmax()) + 1  # the end token has the highest id (CLIP reads the sentence there too)
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     arch: str = "risbench-tiny-vit"
