@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from benchmarks import validate
-from benchmarks.build import build_base_model
+from benchmarks.build import build_base_model, build_model
 from benchmarks.environment import cuda_index
 from benchmarks.flops import (
     CONVENTION,
@@ -95,11 +95,7 @@ class Profiled:
 
 
 def build_profiled(suite: Suite, method: str, config: Any) -> Profiled:
-    from methods import get_method
-
-    model = build_base_model(suite)
-    get_method(method).apply(model, config)
-    return Profiled(method, config, model)
+    return Profiled(method, config, build_model(suite, method, config))
 
 
 def part_modules(model: RISModel) -> PartModules:
