@@ -29,7 +29,7 @@ def resolve_suite(args: argparse.Namespace):
     from benchmarks.suites import load_suite
 
     suite = load_suite(args.suite)
-    budget = validate.key_values(args.budget, "--budget")
+    budget = validate.key_values(args.budget, "--budget", lambda key, text: getattr(suite.replace({key: text}), key))
     if budget:
         if not args.allow_budget_override:
             raise UserError(f"--budget changes suite '{suite.name}' ({', '.join(budget)}); "
@@ -53,9 +53,16 @@ def resolve_spec(args: argparse.Namespace):
                             "add --allow-budget-override to run off-budget")
         off_budget = True
     seed = suite.seeds[0] if args.seed is None else args.seed
-    config = method.make_config(validate.key_values(args.set, "--set"))
+    config = method.make_config(validate.key_values(args.set, "--set", option_meaning(method.name)))
     return RunSpec(suite=suite, method=method.name, method_config=config, lr=lr, seed=seed,
                    off_budget=off_budget)
+
+
+def option_meaning(method: str):
+    """What a `--set` value means to `method`: the config it makes (16 and 16.0 are one float option)."""
+    from methods import get_method
+
+    return lambda key, text: get_method(method).make_config({key: text})
 
 
 def models_root(args: argparse.Namespace) -> Path:
@@ -64,10 +71,25 @@ def models_root(args: argparse.Namespace) -> Path:
     return Path(args.models_dir) if args.models_dir else default_models_root()
 
 
+LISTING_OPTIONS = {"list_methods", "counts", "threads"}  # what `bench --list-methods` reads; the rest runs a method
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.counts and not args.list_methods:
+        raise UserError("--counts goes with --list-methods (it counts every method's parameters); leave it out "
+                        "of a run or add --list-methods")
     if args.list_methods:
+        unused = sorted(given_options(args, "bench") - LISTING_OPTIONS)  # silently ignored, they would mislead
+        if unused:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in unused)
+            raise UserError(f"{flags}: not used with --list-methods, which lists every method and runs none; "
+                            "leave it out, or run one method with bench --method NAME")
         from benchmarks.listing import print_methods
 
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print_methods(counts=args.counts)
         return 0
     if not args.method:
@@ -134,6 +156,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if record["run_info"]["status"] == "ok" else 1
 
 
+def given_options(args: argparse.Namespace, command: str) -> set[str]:
+    """The options of `command` set to other than their defaults (the destinations, as argparse names them)."""
+    defaults = vars(build_parser().parse_args([command]))
+    return {key for key, value in vars(args).items() if value != defaults.get(key)}
+
+
 def print_reference(record: dict, reference: Path, own_path: Path) -> None:
     """The run beside the reference records of its configuration (benchmarks.reference)."""
     from benchmarks.reference import compare, reference_records, seeds_by_rate
@@ -191,6 +219,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for seed in seeds or ():
         validate.seed(seed, "--seeds: each seed")
     validate.unique(seeds or (), "--seeds")
+    single = methods[0] if methods and len(methods) == 1 else None  # sweep --set needs exactly one --method
+    options = validate.key_values(args.set, "--set", single and option_meaning(single))
     device = resolve_device(args.device)
     jobs, threads = cpu.sweep_workers(args.jobs, args.threads, device.type == "cuda", cpu.cores())
     try:
@@ -200,7 +230,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                       progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
                       jobs=jobs, threads=threads)
         counts = (run_table(table, suite, **common) if table else
-                  run_sweep(suite, methods=methods, options=validate.key_values(args.set, "--set"), **common))
+                  run_sweep(suite, methods=methods, options=options, **common))
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130
@@ -286,7 +316,13 @@ def _open_model(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from benchmarks.predict import probabilities, query_from_dataset, query_from_file, write_prediction
+    from benchmarks.predict import (
+        probabilities,
+        query_from_dataset,
+        query_from_file,
+        truncation_note,
+        write_prediction,
+    )
     from benchmarks.step import autocast_dtype
 
     if (args.image is None) == (args.index is None):
@@ -302,6 +338,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         query = query_from_file(Path(args.image), args.text, suite.image_size)
     else:
         query = query_from_dataset(suite, args.split or suite.eval_splits[0], args.index, args.text)
+    note = truncation_note(query, suite)
+    if note:
+        print(note, file=sys.stderr)
     model = saved.build(device, suite, args.weights)
     probs = probabilities(model, query, device, autocast_dtype(suite, device))
     caption = write_prediction(query, probs, suite.threshold, out, probs_out)

@@ -22,6 +22,7 @@ from benchmarks.evaluate import batch_logits
 from benchmarks.metrics import IoUMeter, logits_to_probabilities
 from benchmarks.store import atomic_write_bytes
 from benchmarks.suites import Suite
+from methods.backbone import token_count
 from methods.model import RISModel
 from riscore.errors import UserError
 
@@ -78,6 +79,16 @@ def query_from_item(item: dict, text: str | None = None) -> Query:
     picture = letterbox.undo(item["image"], mode="bilinear").clamp(0, 1).mul(255).round().byte()
     return Query(item["image"], letterbox, item["text"] if text is None else text,
                  picture.permute(1, 2, 0).numpy(), item["orig_mask"].bool())
+
+
+def truncation_note(query: Query, suite: Suite) -> str | None:
+    """A note when the expression is longer than the suite's text_len: the model reads its first tokens only, as
+    training and evaluation (and ETRIS) cut every expression."""
+    length = token_count(suite.backbone, query.text)
+    if length <= suite.text_len:
+        return None
+    return (f"note: the expression has {length} tokens with its start and end; suite '{suite.name}' reads "
+            f"{suite.text_len} (text_len), so it was truncated to {suite.text_len} tokens as in training")
 
 
 def probabilities(model: RISModel, query: Query, device: torch.device,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from benchmarks import validate
-from benchmarks.build import build_base_model
+from benchmarks.build import build_base_model, build_model
 from benchmarks.environment import cuda_index
 from benchmarks.flops import (
     CONVENTION,
@@ -95,11 +95,7 @@ class Profiled:
 
 
 def build_profiled(suite: Suite, method: str, config: Any) -> Profiled:
-    from methods import get_method
-
-    model = build_base_model(suite)
-    get_method(method).apply(model, config)
-    return Profiled(method, config, model)
+    return Profiled(method, config, build_model(suite, method, config))
 
 
 def part_modules(model: RISModel) -> PartModules:
@@ -551,22 +547,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from benchmarks.environment import describe, resolve_device
     from benchmarks.store import atomic_write_text
     from methods import get_method, list_methods
-    from methods.backbone import check_arch
+    from methods.backbone import check_arch, check_input_size
 
     if args.out:
-        validate.writable_file(args.out, "--out")
+        validate.writable_file(args.out, "--out", (".json",))
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = profile_suite(load_suite(args.suite), backbone=args.backbone, image_size=args.image_size,
                           text_len=args.text_len, batch_size=args.batch_size)
     check_arch(suite.backbone)  # before the first progress line
+    image_sizes = _int_list(args.sweep_image_size, "--sweep-image-size")
+    for size in image_sizes or [suite.image_size]:  # every size a model will be built at, before any is
+        check_input_size(suite.backbone, size, suite.text_len)
     device = resolve_device(args.device)
     if args.clip_towers:
         rows = [tower_profile(suite.backbone, suite.image_size, suite.text_len)]
         table = _towers_table(rows)
     else:
         methods = validate.unique([get_method(name).name for name in args.method], "--method") or list_methods()
-        settings = validate.key_values(args.set, "--set")
+        settings = validate.key_values(args.set, "--set", lambda key, text: method_configs(methods, {key: text}))
         method_configs(methods, settings)  # so do options no profiled method has
         options = ProfileOptions(device=str(device), warmup=args.warmup, repeats=args.repeats,
                                  memory=not args.flops_only, throughput=not args.flops_only,
@@ -576,7 +575,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for precision in precisions:  # an unknown precision fails here, before minutes of work
             suite.replace({"precision": precision})
         rows = profile(suite, methods, options,
-                       image_sizes=_int_list(args.sweep_image_size, "--sweep-image-size"),
+                       image_sizes=image_sizes,
                        batch_sizes=_int_list(args.sweep_batch_size, "--sweep-batch-size"), precisions=precisions,
                        settings=settings)
         table = rows_table(rows)

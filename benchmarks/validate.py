@@ -73,11 +73,12 @@ def writable_dir(path: Path | str, flag: str) -> Path:
     return path
 
 
-def writable_file(path: Path | str, flag: str, suffixes: tuple[str, ...] = ()) -> Path:
+def writable_file(path: Path | str, flag: str, suffixes: tuple[str, ...]) -> Path:
     """`path` if a file can be written there (its folder exists or can be created, and it is not a folder),
-    with one of `suffixes` when given (the file's format follows from it)."""
+    ending in one of `suffixes`: every file a command writes has a fixed format, which readers (reports, other
+    commands, image viewers) tell by its extension."""
     path = Path(path)
-    if suffixes and path.suffix.lower() not in suffixes:
+    if path.suffix.lower() not in suffixes:
         raise UserError(f"{flag} {path}: give a path ending in {' or '.join(suffixes)}")
     if path.is_dir():
         raise UserError(f"{flag} {path}: is a folder; give a file path")
@@ -131,16 +132,28 @@ def unique(values: Sequence[Any], key: str) -> list[Any]:
     return list(values)
 
 
-def key_values(pairs: Sequence[str], flag: str) -> dict[str, str]:
+def key_values(pairs: Sequence[str], flag: str,
+               meaning: Callable[[str, str], Any] | None = None) -> dict[str, str]:
     """`--set`/`--budget` arguments as a dict; a pair without `=` or a key is refused, and so is a key given
-    twice with different values (which one was meant cannot be told; the last would win silently)."""
+    twice with different values (which one was meant cannot be told; the last would win silently).
+
+    Values are compared by `meaning(key, text)`, the value the consumer makes of the text (1e-3 and 0.001 are one
+    rate), or as text without it."""
+    def same(key: str, first: str, second: str) -> bool:
+        if first == second or meaning is None:
+            return first == second
+        try:
+            return meaning(key, first) == meaning(key, second)
+        except UserError:  # a value without a meaning (a bad value, an unknown key): the texts differ, refuse
+            return False
+
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:
             raise UserError(f"{flag} expects KEY=VALUE, got '{pair}'")
-        if out.get(key, value) != value:
+        if key in out and not same(key, out[key], value):
             raise UserError(f"{flag} sets {key} twice ({key}={out[key]}, then {key}={value}); give it once")
         out[key] = value
     return out

@@ -52,6 +52,40 @@ def check_arch(arch: str) -> None:
                         "python -c 'import open_clip; print(open_clip.list_models())'")
 
 
+def check_input_size(arch: str, image_size: int, text_len: int) -> None:
+    """Refuse an image size the towers cannot tile or a text longer than their context, from open_clip's config
+    of `arch` alone: before any tower is built (at a wrong size a tower may take minutes or all memory to build,
+    only to be refused)."""
+    import open_clip
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    register_model_configs()
+    config = open_clip.get_model_config(arch)
+    vision, text = CLIPVisionCfg(**config["vision_cfg"]), CLIPTextCfg(**config["text_cfg"])
+    if vision.timm_model_name:  # open_clip builds a timm tower: neither its ViT nor its ModifiedResNet
+        raise UserError(f"{arch}: unsupported image tower (timm {vision.timm_model_name}); use an open_clip ViT "
+                        "or ResNet architecture such as ViT-B-16 or RN50")
+    resnet = isinstance(vision.layers, (list, tuple))
+    stride = 32 if resnet else (vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0])
+    if image_size % stride:
+        below = image_size // stride * stride
+        sizes = f"{below} or {below + stride}" if below else f"{stride}"
+        raise UserError(f"image_size {image_size} must be a multiple of {stride} ({arch}'s stride), e.g. {sizes}")
+    if text_len > text.context_length:
+        raise UserError(f"text_len {text_len} exceeds the context length {text.context_length} of {arch}; "
+                        f"use at most {text.context_length}")
+
+
+def token_count(arch: str, text: str) -> int:
+    """Tokens of `text` with its start and end tokens, uncut: a text_len below it truncates the expression."""
+    import open_clip
+
+    register_model_configs()
+    longest = len(text.encode()) + 2  # byte-level BPE: at most one token per UTF-8 byte
+    tokens = open_clip.get_tokenizer(arch)([text], context_length=longest)
+    return int(tokens[0].argmax()) + 1  # the end token has the highest id (CLIP reads the sentence there too)
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     arch: str = "risbench-tiny-vit"
@@ -73,6 +107,7 @@ class BackboneConfig:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
         if self.text_len < 2:
             raise ValueError(f"text_len must be >= 2 (start and end tokens), got {self.text_len}")
+        check_input_size(self.arch, self.image_size, self.text_len)
 
 
 @dataclass
@@ -251,15 +286,8 @@ class Backbone(nn.Module):
             stride = 32
         else:
             raise UserError(f"{config.arch}: unsupported image tower {type(visual).__name__}")
-        if config.image_size % stride:
-            raise UserError(f"image_size {config.image_size} must be a multiple of {stride} ({config.arch})")
         if not hasattr(self.clip, "token_embedding"):
             raise UserError(f"{config.arch}: unsupported text tower (needs open_clip's built-in CLIP text)")
-        if config.text_len > self.clip.context_length:
-            raise UserError(
-                f"text_len {config.text_len} exceeds the context length {self.clip.context_length} of "
-                f"{config.arch}"
-            )
         self.grid = config.image_size // stride
         self.text_width = self.clip.transformer.width
         self.embed_dim = visual.output_dim

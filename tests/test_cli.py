@@ -111,6 +111,51 @@ def test_list_methods_shows_every_option_with_its_default_without_building_a_mod
         assert options.split() == (expected or ["none"])
 
 
+def bench_option_values() -> list[tuple[str, list[str]]]:
+    """Every bench option with a valid value other than its default, found from the parser: a new option is
+    tried without editing this test."""
+    import argparse
+
+    from benchmarks.cli import build_parser
+
+    parser = build_parser()
+    bench = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["bench"]
+    cases = []
+    for action in bench._actions:
+        flag = action.option_strings[0] if action.option_strings else None
+        listing = flag in ("--list-methods", "--counts", "--threads")  # what the listing reads
+        if flag is None or isinstance(action, argparse._HelpAction) or listing:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv = [f"--no-{flag[2:]}" if action.default else flag]
+        elif action.nargs == 0:
+            argv = [flag]
+        elif action.choices:
+            argv = [flag, next(c for c in action.choices if c != action.default)]
+        else:
+            def parses(text, kind=action.type):
+                try:
+                    return kind is None or kind(text) is not None
+                except argparse.ArgumentTypeError:
+                    return False
+            argv = [flag, next(v for v in ("lorax", "x=1", "1", "2", "cpu") if parses(v) and v != action.default)]
+        cases.append((flag, argv))
+    return cases
+
+
+@pytest.mark.parametrize("flag,argv", bench_option_values())
+def test_list_methods_refuses_every_run_option_it_would_ignore(flag, argv, capsys, no_model_built):
+    assert main(["bench", "--list-methods", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert flag in captured.err and "--list-methods" in captured.err
+
+
+def test_counts_without_list_methods_is_refused(capsys, no_model_built):
+    assert main(["bench", "--method", "lora", "--suite", "smoke", "--counts"]) == 2
+    assert "--counts goes with --list-methods" in capsys.readouterr().err
+
+
 def _typed(default) -> str:
     """A default as the user types it back after --set (and as the listing must print it)."""
     if isinstance(default, tuple):

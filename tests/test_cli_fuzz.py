@@ -41,7 +41,7 @@ def bad_floats(rng: random.Random) -> list[str]:
 INT0, INT1, SEEDS = (lambda r: bad_ints(r, 0)), (lambda r: bad_ints(r, 1)), (lambda r: bad_ints(r, 0, 2**32 - 1))
 NAME = lambda r: [junk(r) + "x", "Lora ", "../x", ""]  # noqa: E731
 OUT_DIR = lambda r: ["FILE", "FILE/sub", "FILE/a/b"]  # noqa: E731
-OUT_FILE = lambda r: ["FILE/x.json", "DIR"]  # noqa: E731
+OUT_FILE = lambda r: ["FILE/x.json", "DIR", "x.txt", "x", f"{junk(r)}.csv"]  # noqa: E731  # a file's format is its extension
 OPTIONS: dict[str, Any] = {
     "--seed": SEEDS, "--lr": bad_floats, "--workers": INT0, "--threads": INT0, "--checkpoint-every": INT0,
     "--device": lambda r: ["meta", "gpu", "cuda:x", "", junk(r), "cpu:0"],

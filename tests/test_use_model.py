@@ -111,6 +111,35 @@ def test_predict_on_an_image_file_answers_at_its_resolution(trained, tmp_path, c
     assert "the red square" in capsys.readouterr().out
 
 
+def test_predict_notes_an_expression_longer_than_the_suite_reads(trained, tmp_path, capsys):
+    """Expressions of many lengths around the smoke suite's text_len (16 tokens with start and end): a note on
+    stderr names the cut iff the expression is longer; the mask is the truncated expression's."""
+    import random
+
+    from open_clip import SimpleTokenizer
+
+    _, folder = trained
+    text_len, words = load_suite("smoke").text_len, ["the", "red", "circle", "left", "of", "small", "blue", "big"]
+    rng = random.Random(7)
+    texts = [" ".join(rng.choices(words, k=k)) for k in (1, 13, 14, 15, 30)]  # 3, 15, 16, 17, 32 tokens
+    for text in texts:
+        length = len(SimpleTokenizer().encode(text)) + 2
+        argv = ["predict", "--model", str(folder), "--index", "3", "--text", text, "--threads", "1",
+                "--out", str(tmp_path / "o.png"), "--probabilities", str(tmp_path / f"{length}.npy")]
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        if length > text_len:
+            assert err.count("\n") == 1 and err.startswith("note: ") and f"has {length} tokens" in err
+            assert f"truncated to {text_len} tokens" in err
+        else:
+            assert "note" not in err, (text, err)
+    kept = " ".join(texts[-1].split()[:text_len - 2])  # the words the model reads of the longest expression
+    assert main(["predict", "--model", str(folder), "--index", "3", "--text", kept, "--threads", "1",
+                 "--out", str(tmp_path / "o.png"), "--probabilities", str(tmp_path / "kept.npy")]) == 0
+    assert "note" not in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "32.npy"), np.load(tmp_path / "kept.npy"))
+
+
 def other_backbone_suite(tmp: Path) -> str:
     path = tmp / "other.toml"
     path.write_text('backbone = "ViT-B-16"\nimage_size = 64\nlr_grid = [1e-4]\n')

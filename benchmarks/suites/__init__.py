@@ -184,7 +184,7 @@ class Suite:
         import open_clip
 
         from benchmarks.sampling import epoch_order
-        from methods.backbone import check_arch
+        from methods.backbone import check_arch, check_input_size
 
         check_dataset(self.dataset, self.image_size, self.dataset_options)
         train_set = build_dataset(self.dataset, self.train_split, self.image_size, self.dataset_options)
@@ -197,6 +197,10 @@ class Suite:
             raise UserError(f"suite '{self.name}': batch_size {self.batch_size} is larger than the "
                             f"{self.train_split} split ({size} items{per}); use a batch_size of at most {size}")
         check_arch(self.backbone)
+        try:
+            check_input_size(self.backbone, self.image_size, self.text_len)
+        except UserError as exc:
+            raise UserError(f"suite '{self.name}': {exc}") from None
         source = self.pretrained_source()
         if source is None or Path(source).is_file():
             return
