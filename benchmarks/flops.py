@@ -145,23 +145,21 @@ def _conv_backward_flop(grad_out_shape, x_shape, w_shape, *args, out_shape=None,
     return part(0) + part(1) // groups
 
 
-def _torch_counter_mapping() -> dict[Any, Callable[..., int]]:
-    """The grouped-convolution fix added to torch's counter (its own formulas are kept for every other op)."""
-    return {aten.convolution_backward: _conv_backward_flop}
+# added to torch's counter: the grouped-convolution fix (its own formulas are kept for every other op)
+COUNTER_FORMULAS: dict[Any, Callable[..., int]] = {aten.convolution_backward: _conv_backward_flop}
 
 
 def torch_flops(fn: Callable[[], Any]) -> int:
     """torch.utils.flop_counter's total for everything `fn` runs, a backward pass included (2 x MACs).
 
-    Attention runs its math path while counting. Which fused kernel runs depends on device, dtype and shapes,
-    and torch counts a fused backward as five products (it recomputes the scores) against the math path's
-    four: on a GPU the same model counted more than on CPU. The math path gives one count everywhere, the
-    model's rather than a kernel's."""
+    Attention runs its math path while counting. torch counts a fused kernel's backward as five products (it
+    recomputes the scores) against the math path's four, and which attention runs fused depends on device,
+    dtype and shapes (the decoder's ran the math path on CPU and a fused kernel on an H200, so the same model
+    counted more there). The math path gives one count everywhere: the model's rather than a kernel's."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False,
-                                                           custom_mapping=_torch_counter_mapping()) as counter:
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, custom_mapping=COUNTER_FORMULAS) as counter:
             fn()
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

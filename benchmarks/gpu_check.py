@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,7 +67,7 @@ class Scale:
 REAL = Scale(suite_changes={},
              profile_args=("--batch-size", "32", "--image-size", "416", "--warmup", "3", "--repeats", "10"),
              bench_budget=("steps=200", "eval_every=100", "log_every=10", "eval_limit=64", "pretrained=none"),
-             images=160, height=480, width=640, memory_jobs=12, threads=0, workers=8)
+             images=160, height=480, width=640, memory_jobs=6, threads=0, workers=8)
 TINY = Scale(suite_changes={"backbone": '"risbench-tiny-vit"', "image_size": "64", "text_len": "16",
                             "batch_size": "4", "decoder_scale": '"tiny"'},
              profile_args=("--method", "bridger", "--warmup", "1", "--repeats", "1"),
@@ -116,23 +117,30 @@ def run_stage(name: str, argv: Sequence[str], clock: Clock, env: dict[str, str] 
     print(f"== {name}: {' '.join(argv)}", flush=True)
     lines: list[str] = []
 
-    def copy(stream: Any) -> None:
+    def copy(stream: Any) -> None:  # drains the pipe whatever happens to our own stderr
         for line in stream:
-            sys.stderr.write(line)
             if line.strip():
                 lines[:] = [line.strip()]
+            try:
+                sys.stderr.write(line)
+            except (OSError, ValueError):
+                pass
 
+    # its own session: a timeout or Ctrl-C ends the whole group (memory workers, data loaders), not just the CLI
     with subprocess.Popen([sys.executable, "-m", "benchmarks", *argv], env={**os.environ, **(env or {})},
-                          stderr=subprocess.PIPE, text=True) as process:
+                          stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True) as process:
         copier = threading.Thread(target=copy, args=(process.stderr,), daemon=True)
         copier.start()
         try:
             code = process.wait(timeout=left)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             return {"stage": name, "status": "timeout", "error": f"still running after {left:.0f} s",
                     "seconds": time.monotonic() - started}
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
         finally:
             copier.join(timeout=10)
     return {"stage": name, "status": "ok" if code == 0 else "failed", "exit_code": code,

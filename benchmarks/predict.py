@@ -28,7 +28,10 @@ from riscore.errors import UserError
 
 TINT_RGB = np.array([255, 0, 255], dtype=np.float32)  # magenta, as `data preview`: absent from shapes, rare in photos
 TINT_ALPHA = 0.45
-OUTLINE_RGB = np.array([255, 255, 255], dtype=np.float32)  # white: tells the tint from the dataset's purple shapes
+# a two-tone outline, white on the mask's edge and black just outside it: one of the two reads on any colour
+# (magenta alone was lost on the dataset's purple shapes, white alone would be on its white ones)
+OUTLINE_IN_RGB = np.array([255, 255, 255], dtype=np.float32)
+OUTLINE_OUT_RGB = np.array([0, 0, 0], dtype=np.float32)
 MIN_SIDE = 256  # small images (shapes renders 64 px) are enlarged, pixel for pixel, to stay readable
 
 
@@ -103,13 +106,25 @@ def probabilities(model: RISModel, query: Query, device: torch.device,
     return logits_to_probabilities(logits, [query.letterbox])[0]
 
 
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """The mask and its 4-neighbours."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    return grown
+
+
 def tint(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """uint8 [H, W, 3]: the picture with the mask tinted and outlined (predict's overlay, the report's masks)."""
     tinted = picture.astype(np.float32)
     tinted[mask] = (1 - TINT_ALPHA) * tinted[mask] + TINT_ALPHA * TINT_RGB
-    interior = mask.copy()
-    interior[1:-1, 1:-1] &= mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-    tinted[mask & ~interior] = OUTLINE_RGB
+    edge = mask & _grow(~mask)
+    edge[[0, -1], :] |= mask[[0, -1], :]  # the image border closes the outline
+    edge[:, [0, -1]] |= mask[:, [0, -1]]
+    tinted[edge] = OUTLINE_IN_RGB
+    tinted[_grow(mask) & ~mask] = OUTLINE_OUT_RGB
     return tinted.round().astype(np.uint8)
 
 

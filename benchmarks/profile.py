@@ -445,6 +445,8 @@ def profile(suite: Suite, methods: Sequence[str], options: ProfileOptions, *,
             profiled.model.to(device)
         base = base_parts(sized, device)
         flops = {p.method: flop_profile(p, base, device) for p in models}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # counting's cached blocks would crowd the memory subprocesses' GPU
         for batch in batch_sizes or [suite.batch_size]:
             for precision in precisions or [suite.precision]:
                 point = sized.replace({"batch_size": batch, "precision": precision})

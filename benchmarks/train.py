@@ -234,7 +234,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         status, error = "ok", None
         results: dict[str, Any] = {}
         baselines: dict[str, Any] = {}
-        counts, train_peak, flops = None, None, {}
+        counts, train_peak, eval_peak, flops = None, None, None, {}
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         capped = memory_cap.apply(suite, device)
@@ -265,6 +265,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
             results, baselines = evaluate_splits(model, suite, device, precision.eval)
             selected = done.selection.record(suite, model, done.step, results,
                                              lambda: evaluate_splits(model, suite, device, precision.eval)[0])
+            eval_peak = peak_memory_mb(device)  # before counting, which builds its own models on the device
             # In the try: an interrupt while counting is recorded (and checkpointed) like one during training
             flops = count_flops(spec, device) if main else {}
         except Diverged as exc:
@@ -287,7 +288,7 @@ def run(spec: RunSpec, store: ResultStore, *, device: torch.device, progress: bo
         train_peak = train_peak or peak_memory_mb(device)
         cost = {"params": counts.to_dict() if counts else None,
                 "peak_memory_train_mb": train_peak[0],
-                "peak_memory_eval_mb": peak_memory_mb(device)[0],
+                "peak_memory_eval_mb": (eval_peak or peak_memory_mb(device))[0],
                 "memory_kind": train_peak[1],
                 **memory_cap.report(suite, capped, train_peak[0]),
                 **(flops if status == "ok" else {})}

@@ -36,8 +36,8 @@ def test_sdpa_is_counted():
 @pytest.mark.parametrize("causal", [False, True])
 def test_torch_counter_counts_attention_once(causal):
     """The counter sees attention exactly once, forward and backward, as its math: the same count on every
-    device and torch in the allowed range (fused kernels differ by device, and 2.14's counter has no formula for
-    the CPU one)."""
+    device and torch in the allowed range (which attention runs fused differs by device, and torch's counter has
+    no formula for the CPU's fused kernel in 2.4 or 2.14)."""
     q, k, v = (torch.randn(2, 4, 10, 8, requires_grad=True) for _ in range(3))
     products = 2 * 2 * 4 * 10 * 10 * 8 * 2  # q.k^T and attn.v, 2 FLOPs per multiply-add
     assert torch_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)) == products

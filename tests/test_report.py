@@ -263,6 +263,15 @@ def test_runs_of_seeds_outside_the_suite_are_counted_beside_the_leaderboard_not_
         assert page == before[Path(name)], name
 
 
+def test_a_leaderboard_whose_records_count_flops_under_two_rules_says_so(results):
+    assert "different rules" not in build(results)[Path("fixture/leaderboard.md")]
+    for seed, rule in ((0, "rule A"), (1, "rule B")):
+        record = make_record("full", seed=seed, lr=1e-3, miou=40.0 + seed)
+        record["cost"]["flop_convention"] = rule
+        write(results, record, "a")
+    assert "counted under 2 different rules" in build(results)[Path("fixture/leaderboard.md")]
+
+
 def test_paper_efficiency_table_keeps_one_row_per_device_and_precision():
     """A GPU document (bf16 and fp16 rows) beside a CPU one: every measurement setting keeps its row."""
     from benchmarks.report.paper import efficiency_table

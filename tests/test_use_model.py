@@ -191,3 +191,26 @@ def test_evaluate_bad_input_is_one_line_exit_2(trained, tmp_path, capsys, args, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
     assert not (repo / "results" / "x.json").exists() and not (tmp_path / "x.txt").exists()
+
+
+def test_a_mask_is_tinted_and_outlined_white_on_its_edge_and_black_just_outside():
+    """One of the two outline colours reads on any shape colour (magenta alone vanished on purple shapes)."""
+    from benchmarks.predict import TINT_ALPHA, TINT_RGB, tint
+
+    picture = np.full((9, 9, 3), 120, np.uint8)
+    mask = np.zeros((9, 9), bool)
+    mask[2:7, 2:7] = True
+    out = tint(picture, mask)
+    edge = mask.copy()
+    edge[3:6, 3:6] = False
+    ring = np.zeros_like(mask)
+    ring[1:8, 2:7] = ring[2:7, 1:8] = True
+    ring &= ~mask
+    assert (out[edge] == 255).all() and (out[ring] == 0).all()
+    inside = ((1 - TINT_ALPHA) * 120 + TINT_ALPHA * TINT_RGB).round()
+    assert (out[3:6, 3:6] == inside).all()
+    assert (out[~(mask | ring)] == 120).all()  # the rest, diagonal corners too, untouched
+    border = np.zeros((5, 5), bool)
+    border[:2] = True  # a mask on the image's top edge is closed by the border
+    assert (tint(np.zeros((5, 5, 3), np.uint8), border)[0] == 255).all()
+

@@ -159,6 +159,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
               "handles it lacks); `added / CLIP` is the paper's ratio (new parameters over the whole CLIP). Train "
               "time and images/s are each run's own wall clock: comparable only when nothing else shared the "
               "machine.", ""]
+    lines += _flop_rules_caption(runs, rows)
     side_by_side = profiled(list(profiles), suite)
     if len(side_by_side):
         rows = rows.merge(side_by_side, on="method", how="left")
@@ -301,6 +302,18 @@ def _baseline_levels(base: pd.DataFrame, split: str) -> list[tuple[float, str]]:
             title = BASELINE_TITLES.get(row["baseline"], row["baseline"])
             levels.append((float(row[f"{split}/mIoU"]), f"baseline: {title}"))
     return levels
+
+
+def _flop_rules_caption(runs: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+    """A warning when the tabled runs' FLOPs were counted under different rules (records' cost.flop_convention):
+    their training GFLOPs then differ by the rule as well as by the method."""
+    shown = runs[(runs["status"] == "ok") & runs["method"].isin(rows["method"])]
+    rules = shown["flop_convention"].dropna().unique()
+    if len(rules) < 2:
+        return []
+    return [f"Training GFLOPs below come from records counted under {len(rules)} different rules (each record's "
+            "`cost.flop_convention`; the older rule counted fused attention's recomputation, about 1% more on "
+            "this suite): compare them across methods only under one rule.", ""]
 
 
 def _memory_caption(runs: pd.DataFrame) -> str:
