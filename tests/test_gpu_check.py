@@ -107,13 +107,19 @@ time.sleep(60)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split()[2] != "Z"  # a zombie is dead
+def _alive(pid: int, within: float = 0.0) -> bool:
+    """Whether `pid` still runs after up to `within` seconds (a SIGKILL is delivered, not waited for)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split()[2] == "Z":  # a zombie is dead
+                    return False
+        except FileNotFoundError:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("pipes", ["", ", stdout=subprocess.PIPE, stderr=subprocess.PIPE"],
@@ -130,7 +136,7 @@ def test_a_stage_past_its_time_ends_with_everything_it_started(tmp_path, monkeyp
     try:
         assert result["status"] == "timeout" and took < 8
         assert "working on it" in capfd.readouterr().err
-        assert not _alive(pid)
+        assert not _alive(pid, within=10)
     finally:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)

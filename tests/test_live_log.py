@@ -39,7 +39,7 @@ def logged(tmp_path_factory):
     """One logged run and the same run unlogged (FLOPs not counted: not what this tests, and slow)."""
     tmp = tmp_path_factory.mktemp("live")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "count_flops", lambda spec: {})
+        patch.setattr(train, "count_flops", lambda *args: {})
         assert _bench(tmp, "--log", "tensorboard", "--log-dir", str(tmp / "tb")) == 0
         assert _bench(tmp, out="plain") == 0
     (record_path,) = (tmp / "results").rglob("*.json")
