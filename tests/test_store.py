@@ -70,7 +70,9 @@ def test_atomic_writes_leave_no_partial_or_temporary_files(tmp_path):
 
 def test_committed_records_are_still_the_runs_the_current_suite_would_make():
     """Adding a suite key must not orphan the committed records: a run of the committed shapes suite with a
-    record's method options and rate has that record's identity (so sweeps skip it and bench compares with it)."""
+    record's method options, rate and suite-level ablation has that record's identity (so sweeps skip it and bench
+    compares with it)."""
+    from benchmarks.report.runs import ABLATION_KEYS  # suite-level ablations (ETRIS Table 6's decoder rows)
     from benchmarks.store import DEFAULT_RESULTS, RunSpec
     from benchmarks.suites import load_suite
     from methods import get_method
@@ -84,7 +86,9 @@ def test_committed_records_are_still_the_runs_the_current_suite_would_make():
         if info["off_budget"] or info["config"]["suite"]["steps"] != suite.steps:
             continue
         config = get_method(info["method"]).make_config(info["method_config"])
-        spec = RunSpec(suite, info["method"], config, lr=info["lr"], seed=info["seed"])
+        ablation = {k: info["config"]["suite"][k] for k in ABLATION_KEYS if info["config"]["suite"].get(k)}
+        spec = RunSpec(suite.replace(ablation) if ablation else suite, info["method"], config, lr=info["lr"],
+                       seed=info["seed"])
         assert spec.config_hash == info["config_hash"], path
         current += 1
     assert current >= 36  # 12 methods x 3 seeds at least
