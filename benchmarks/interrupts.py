@@ -6,6 +6,10 @@ half updated), and the checkpoint saved on the way out would not be the state of
 would differ from an uninterrupted one. Deferring to the step's end makes the saved state exactly the state
 after the last completed step, for every method. During torch's import its extension modules run Python code
 from C++ (pybind11), where a KeyboardInterrupt cannot unwind: the process aborts (SIGABRT) instead of exiting 130.
+
+A request to stop is sticky: the end of every later `deferred` block raises again. An interrupt raised between
+steps can be lost to code that discards exceptions (a finalizer, C code that clears errors); a sweep worker that
+lost it would train on while its parent waits for it (seen about once in five Ctrl-Cs of a two-worker sweep).
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ _state = {"deferring": False, "pending": False}
 def request() -> None:
     """Interrupt now (KeyboardInterrupt), or at the end of the current `deferred` block: what a signal does; sweep
     workers call it themselves (benchmarks/workers.py)."""
-    if _state["deferring"]:
-        _state["pending"] = True
-        return
-    raise KeyboardInterrupt
+    _state["pending"] = True
+    if not _state["deferring"]:
+        raise KeyboardInterrupt
 
 
 def _handler(signum, frame) -> None:
@@ -46,19 +49,19 @@ def handled() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        _state.update(deferring=False, pending=False)  # a request ends with the handling that received it
 
 
 @contextmanager
 def deferred() -> Iterator[None]:
     """The body (a training step, an import of native code) runs to its end even if interrupted; the interrupt
-    is raised just after it."""
+    (this one or an earlier one that was lost) is raised just after it."""
     _state["deferring"] = True
     try:
         yield
     finally:
         _state["deferring"] = False
     if _state["pending"]:
-        _state["pending"] = False
         raise KeyboardInterrupt
 
 

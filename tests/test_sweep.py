@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from child_processes import running
+from child_processes import exit_code, running
 
 from benchmarks.checkpoint import Checkpointer
 from benchmarks.store import SCHEMA_VERSION, ResultStore, read_record
@@ -243,7 +243,7 @@ def test_ctrl_c_stops_every_worker_with_whole_records_and_checkpoints(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, log.read_text()
+        assert exit_code(proc, 120, log) == 130, log.read_text()
         wait_until_gone(proc.pid)
     assert "sweep interrupted: run the same command again to continue" in log.read_text()
     paths = sorted(out.rglob("*.json"))

@@ -3,6 +3,7 @@ input in one job or an interrupt of the parent alone stop the way a single proce
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -35,14 +36,21 @@ def job(item: tuple[str, str]) -> object:
     if kind.startswith("die"):
         wait_for(folder / ("started-die-too" if kind == "die" else "started-die"))  # both workers busy
         os.kill(os.getpid(), signal.SIGKILL)
-    if kind in ("bad", "signal-parent"):
+    if kind in ("bad", "signal-parent", "swallow"):
         wait_for(folder / "started-slow")
     if kind == "bad":
         raise UserError("this job's input is bad")
-    if kind in ("slow", "signal-parent"):
+    if kind in ("slow", "signal-parent", "swallow"):
         try:
             if kind == "signal-parent":  # as `kill <sweep pid>` or a scheduler's SIGTERM to the parent alone
                 os.kill(os.getppid(), signal.SIGTERM)
+            if kind == "swallow":  # the interrupt is lost to code that discards exceptions, then training steps go on
+                with contextlib.suppress(KeyboardInterrupt):
+                    os.kill(os.getppid(), signal.SIGTERM)
+                    time.sleep(120)
+                for _ in range(12_000):
+                    with interrupts.deferred():
+                        time.sleep(0.01)
             time.sleep(120)
         except KeyboardInterrupt:
             (folder / f"interrupted-{kind}").write_text("")
@@ -97,3 +105,23 @@ def test_an_interrupt_of_the_parent_alone_reaches_every_job(tmp_path):
         list(pool.run(job, [(kind, str(tmp_path)) for kind in ("slow", "signal-parent")]))
     assert (tmp_path / "interrupted-slow").exists() and (tmp_path / "interrupted-signal-parent").exists()
     assert time.monotonic() - started < 100  # not the jobs' 120 s sleep
+
+
+@pytest.mark.processes
+def test_an_interrupt_a_job_lost_still_stops_it_at_the_end_of_its_next_step(tmp_path):
+    started = time.monotonic()
+    with interrupts.handled(), Pool(2, threads=1) as pool, pytest.raises(KeyboardInterrupt):
+        list(pool.run(job, [(kind, str(tmp_path)) for kind in ("slow", "swallow")]))
+    assert (tmp_path / "interrupted-slow").exists() and (tmp_path / "interrupted-swallow").exists()
+    assert time.monotonic() - started < 100  # not 120 s of steps
+
+
+def test_a_request_holds_until_the_handling_that_received_it_ends():
+    with interrupts.handled():
+        with contextlib.suppress(KeyboardInterrupt):
+            interrupts.request()  # raised between steps and discarded
+        for _ in range(2):  # every later step ends in the interrupt
+            with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+                pass
+    with interrupts.deferred():  # the next handling starts without it
+        pass
