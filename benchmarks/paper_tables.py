@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.suites import Suite, load_suite
-from benchmarks.sweep import run_sweep
+from benchmarks.sweep import Entry, run_entries
+from methods import get_method
 from riscore.errors import UserError
 
 PAPER_SUITE = "paper-rn101"
@@ -167,19 +168,23 @@ def table_suite_name(table: PaperTable, requested: str | None) -> str | None:
 
 
 def run_table(table: PaperTable, base: Suite | None, **sweep_args: Any) -> dict[str, int]:
-    """Every row's sweep (one method, its options, its suite) with `sweep_args` (shard, store, dry_run, ...),
-    counts added up."""
+    """One sweep whose entries are the table's rows, with `sweep_args` (shard, store, dry_run, ...): every
+    row's search runs together, then every row's seeds, so no worker waits for one row's search to end."""
+    return run_entries(table_entries(table, base), **sweep_args)
+
+
+def table_entries(table: PaperTable, base: Suite | None) -> list[Entry]:
+    """A sweep entry per row: its method and options under its suite (`base` with the row's decoder options,
+    or the row's own suite)."""
     if not table.runs:
         raise UserError(f"table {table.number} holds parameter counts, not trained runs: "
                         "python -m benchmarks bench --list-methods --counts computes them")
-    totals: dict[str, int] = {}
+    entries = []
     for row in table.rows:
         suite = row.suite_for(base) if base is not None or row.suite else None
         if suite is None:
             raise UserError(f"table {table.number} row '{row.label}' needs a suite")
         suite.check()
+        entries.append(Entry(suite, row.method, get_method(row.method).make_config(dict(row.options)), row.label))
         print(f"table {table.number}: {row.label} ({row.method} on {suite.name})", file=sys.stderr)
-        counts = run_sweep(suite, methods=[row.method], options=dict(row.options), **sweep_args)
-        for key, value in counts.items():
-            totals[key] = totals.get(key, 0) + value
-    return totals
+    return entries

@@ -7,6 +7,8 @@ a pure function of results/). Phase 2 runs the remaining seeds at that rate. Fin
 a sweep without ever writing the same record. A method whose phase 1 is not complete yet (another shard
 still running it) is left for the next invocation, which picks up where things stand. `jobs` > 1 runs that
 many jobs of a phase at once in worker processes (benchmarks/workers.py); phase 2 starts when phase 1 ends.
+A sweep's entries may differ in suite and options as well as method (`sweep --table`: one entry per row); each
+phase runs every entry's jobs together, so no worker waits for another entry's search to end.
 """
 
 from __future__ import annotations
@@ -81,24 +83,42 @@ def pick_lr(scores: dict[float, float | None], default: float) -> float:
     return max(scored, key=lambda s: (s[0], -s[1]))[1] if scored else default
 
 
-def plan(store: ResultStore, suite: Suite, methods: Sequence[str], seeds: Sequence[int],
-         configs: dict[str, Any]) -> tuple[list[RunSpec], list[RunSpec], list[str]]:
-    """(phase-1 jobs, phase-2 jobs that can run now, methods still waiting for their search).
+@dataclass(frozen=True)
+class Entry:
+    """What a sweep searches a learning rate for, then runs on every seed: a method with its options under a
+    suite (one method of `sweep`, one row of `sweep --table`); `label` names it in progress lines."""
 
-    Phase 2 lists the seeds at the chosen rate that the search has not already run (the first seed's run at
-    the chosen rate is a search run), so every run of the sweep is listed once.
+    suite: Suite
+    method: str
+    config: Any
+    label: str
+
+
+def method_entries(suite: Suite, methods: Sequence[str], options: dict[str, str] | None = None) -> list[Entry]:
+    """One entry per method, each with `options` (an ablation point: one method only)."""
+    if options and len(methods) != 1:
+        raise UserError("sweep --set changes one method's options: give exactly one --method")
+    return [Entry(suite, m, get_method(m).make_config(options or {}), m) for m in methods]
+
+
+def plan(store: ResultStore, entries: Sequence[Entry],
+         seeds: Sequence[int] | None = None) -> tuple[list[RunSpec], list[RunSpec], list[str]]:
+    """(phase-1 jobs, phase-2 jobs that can run now, labels of the entries still waiting for their search).
+
+    Phase 2 lists the seeds (`seeds`, else each entry's suite's) at the chosen rate that the search has not
+    already run (the first seed's run at the chosen rate is a search run), so every run is listed once.
     """
     phase1, phase2, waiting = [], [], []
-    for method in methods:
-        searched = search_jobs(suite, method, configs[method])
+    for entry in entries:
+        searched = search_jobs(entry.suite, entry.method, entry.config)
         phase1 += searched
-        lr = chosen_lr(store, suite, method, configs[method])
+        lr = chosen_lr(store, entry.suite, entry.method, entry.config)
         if lr is None:
-            waiting.append(method)
+            waiting.append(entry.label)
             continue
         done = {(job.lr, job.seed) for job in searched}
-        phase2 += [RunSpec(suite, method, configs[method], lr=lr, seed=seed) for seed in seeds
-                   if (lr, seed) not in done]
+        phase2 += [RunSpec(entry.suite, entry.method, entry.config, lr=lr, seed=seed)
+                   for seed in seeds or entry.suite.seeds if (lr, seed) not in done]
     return phase1, phase2, waiting
 
 
@@ -155,23 +175,28 @@ def run_job(job: RunSpec, setup: RunSetup) -> Outcome:
                    search_score(record, job.suite.lr_search_split), record["train_info"]["train_seconds"])
 
 
-def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-              shard: Shard = Shard(0, 1), store: ResultStore, device: torch.device, checkpoint_root: Path,
-              checkpoint_every: int = 100, models_root: Path | None = None,
-              progress: bool = False, dry_run: bool = False, off_budget: bool = False,
-              options: dict[str, str] | None = None, jobs: int = 1, threads: int | None = None) -> dict[str, int]:
-    """Run what is left of the sweep for this shard; returns counts of runs by outcome.
+def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, options: dict[str, str] | None = None,
+              **sweep_args: Any) -> dict[str, int]:
+    """`run_entries` over `methods` (default: all) under `suite`; `options` sets method options (an ablation
+    point) and needs exactly one method."""
+    return run_entries(method_entries(suite, list(methods or list_methods()), options), **sweep_args)
 
-    `options` sets method options (an ablation point) and needs exactly one method; with `models_root`, every
-    run that ends ok keeps its trained weights there. `jobs` runs go at once, each in a worker process with
-    `threads` torch threads (benchmarks/workers.py); the records are those of the same runs made one after
-    another with as many threads. `threads` None: this process's. A line per finished run gives its score.
+
+def run_entries(entries: Sequence[Entry], *, seeds: Sequence[int] | None = None, shard: Shard = Shard(0, 1),
+                store: ResultStore, device: torch.device, checkpoint_root: Path, checkpoint_every: int = 100,
+                models_root: Path | None = None, progress: bool = False, dry_run: bool = False,
+                off_budget: bool = False, jobs: int = 1, threads: int | None = None) -> dict[str, int]:
+    """Run what is left of the sweep over `entries` for this shard; returns counts of runs by outcome.
+
+    With `models_root`, every run that ends ok keeps its trained weights there. `jobs` runs go at once, each in
+    a worker process with `threads` torch threads (benchmarks/workers.py); the records are those of the same
+    runs made one after another with as many threads. `threads` None: this process's. A line per finished run
+    gives its score.
     """
-    methods = list(methods or list_methods())
-    if options and len(methods) != 1:
-        raise UserError("sweep --set changes one method's options: give exactly one --method")
-    seeds = list(seeds or suite.seeds)
-    configs = {m: get_method(m).make_config(options or {}) for m in methods}
+    def label(job: RunSpec) -> str:  # a job holds its entry's suite and config objects
+        entry = next(e for e in entries if e.suite is job.suite and e.config is job.method_config)
+        return job.method if entry.label == job.method else f"{job.method} ({entry.label})"
+
     counts = {"skipped": 0, "to run": 0} if dry_run else {"skipped": 0, "ok": 0, "not ok": 0}
     if threads:
         torch.set_num_threads(threads)  # for the runs made in this process
@@ -200,13 +225,13 @@ def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, seeds: Sequ
                 outcome = Outcome("not ok", "no record", f"its worker process ended with exit code "
                                   f"{outcome.exitcode}; the next sweep runs it again")
             counts[outcome.kind] += 1
-            print(f"[{phase} {k}/{len(todo)}] {job.method} lr={job.lr:g} seed={job.seed}: "
-                  f"{outcome.describe(suite.lr_search_split)}", file=sys.stderr)
+            print(f"[{phase} {k}/{len(todo)}] {label(job)} lr={job.lr:g} seed={job.seed}: "
+                  f"{outcome.describe(job.suite.lr_search_split)}", file=sys.stderr)
 
     with Pool(jobs, threads or torch.get_num_threads()) as pool:
-        phase1, _, _ = plan(store, suite, methods, seeds, configs)
+        phase1, _, _ = plan(store, entries, seeds)
         execute(phase1, "search", pool)
-        _, phase2, waiting = plan(store, suite, methods, seeds, configs)
+        _, phase2, waiting = plan(store, entries, seeds)
         execute(phase2, "seeds", pool)
     if waiting and dry_run:
         print(f"then the seeds of {', '.join(waiting)} at the rate their learning-rate search chooses",

@@ -14,10 +14,10 @@ import torch
 from child_processes import exit_code, running
 
 from benchmarks.checkpoint import Checkpointer
+from benchmarks.paper_tables import get_table, run_table, table_entries
 from benchmarks.store import SCHEMA_VERSION, ResultStore, read_record
 from benchmarks.suites import load_suite
-from benchmarks.sweep import Shard, chosen_lr, plan, run_sweep
-from methods import get_method
+from benchmarks.sweep import Shard, chosen_lr, method_entries, plan, run_sweep
 from riscore.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 SAFETY_SECONDS = 300
 SUITE = load_suite("smoke").replace({"pretrained": None, "lr_grid": (1e-3, 3e-3), "seeds": (0, 1)})
 METHODS = ["frozen", "lora"]
-CONFIGS = {m: get_method(m).make_config() for m in METHODS}
+ENTRIES = method_entries(SUITE, METHODS)
 
 
 def fake_record(status="ok", val=None):
@@ -45,22 +45,22 @@ def write(store, job, **kwargs):
 
 def test_search_waits_for_every_rate_then_picks_the_best_validation_miou(tmp_path):
     store = ResultStore(tmp_path)
-    phase1, phase2, waiting = plan(store, SUITE, METHODS, SUITE.seeds, CONFIGS)
+    phase1, phase2, waiting = plan(store, ENTRIES)
     assert [(j.method, j.lr, j.seed) for j in phase1] == [
         ("frozen", 1e-3, 0), ("frozen", 3e-3, 0), ("lora", 1e-3, 0), ("lora", 3e-3, 0)]
     assert phase2 == [] and waiting == METHODS
     write(store, phase1[0], val=40.0)
-    assert chosen_lr(store, SUITE, "frozen", CONFIGS["frozen"]) is None  # 3e-3 not run yet
+    assert chosen_lr(store, SUITE, "frozen", ENTRIES[0].config) is None  # 3e-3 not run yet
     write(store, phase1[1], val=55.0)
     write(store, phase1[2], status="diverged")
     write(store, phase1[3], val=20.0)
-    _, phase2, waiting = plan(store, SUITE, METHODS, SUITE.seeds, CONFIGS)
+    _, phase2, waiting = plan(store, ENTRIES)
     assert waiting == []
     assert [(j.method, j.lr, j.seed) for j in phase2] == [("frozen", 3e-3, 1), ("lora", 3e-3, 1)]  # seed 0 searched
 
 
 def test_shards_partition_the_jobs():
-    phase1, _, _ = plan(ResultStore("/nonexistent"), SUITE, METHODS, SUITE.seeds, CONFIGS)
+    phase1, _, _ = plan(ResultStore("/nonexistent"), ENTRIES)
     shards = [Shard.parse(f"{i}/3").take(phase1) for i in range(3)]
     assert sorted(j.config_hash for s in shards for j in s) == sorted(j.config_hash for j in phase1)
     assert sum(len(s) for s in shards) == len(phase1)
@@ -135,9 +135,8 @@ def test_concurrent_shards_write_every_record_once_and_leave_nothing_to_redo(tmp
             assert proc.returncode == 0, output
             ran += [Path(line.split(" -> ")[1]) for line in output.splitlines() if line.startswith("[shard ")]
     suite, store = load_suite(str(suite_file)), ResultStore(out)
-    configs = {m: get_method(m).make_config() for m in METHODS}
-    phase1, _, _ = plan(store, suite, METHODS, suite.seeds, configs)
-    _, phase2, waiting = plan(store, suite, METHODS, suite.seeds, configs)
+    phase1, _, _ = plan(store, method_entries(suite, METHODS))
+    _, phase2, waiting = plan(store, method_entries(suite, METHODS))
     expected = {store.path_for(job) for job in phase1 + phase2}
     assert waiting == [] and len(expected) == 6  # every search ran: 2 methods x (2 rates + 1 more seed)
     files = [p for p in out.rglob("*") if p.is_file()]
@@ -182,7 +181,7 @@ def test_dry_run_lists_the_search_then_says_what_follows_and_writes_nothing(tmp_
 
 def test_dry_run_lists_every_run_of_the_sweep_once_with_its_status(tmp_path, capsys):
     store = ResultStore(tmp_path / "results")
-    phase1, _, _ = plan(store, SUITE, METHODS, SUITE.seeds, CONFIGS)
+    phase1, _, _ = plan(store, ENTRIES)
     for job, score in zip(phase1, (40.0, 55.0, 30.0, 20.0), strict=True):
         write(store, job, val=score)
     counts = run_sweep(SUITE, methods=METHODS, store=store, device=torch.device("cpu"),
@@ -194,6 +193,23 @@ def test_dry_run_lists_every_run_of_the_sweep_once_with_its_status(tmp_path, cap
     assert [line.split(" -> ")[0] for line in to_run] == ["  to run: frozen lr=0.003 seed=1",
                                                           "  to run: lora lr=0.001 seed=1"]
     assert counts == {"skipped": 4, "to run": 2, "waiting": 0}
+
+
+def test_a_table_runs_every_rows_search_before_any_rows_seeds(tmp_path, capsys):
+    """Rows are entries of one sweep: a worker free during one row's last search run takes another row's."""
+    table, store = get_table(7), ResultStore(tmp_path / "results")
+    phase1, _, _ = plan(store, table_entries(table, SUITE))
+    first_row = phase1[:len(SUITE.lr_grid)]
+    for job, score in zip(first_row, (40.0, 55.0), strict=True):  # the first row's search has ended
+        write(store, job, val=score)
+    counts = run_table(table, SUITE, store=store, device=torch.device("cpu"), checkpoint_root=tmp_path / "ckpt",
+                       dry_run=True)
+    runs = [line.split(" -> ")[0].split(": ")[1] for line in capsys.readouterr().err.splitlines()
+            if line.startswith(("  to run: ", "finished: "))]
+    searches = len(table.rows) * len(SUITE.lr_grid)
+    waiting = len(table.rows) - 1
+    assert len(runs) == searches + 1 and counts == {"skipped": 2, "to run": searches - 1, "waiting": waiting}
+    assert all(run.endswith("seed=0") for run in runs[:searches]) and runs[-1] == "bridger lr=0.003 seed=1"
 
 
 TIMINGS = ("eval_seconds", "images_per_second")
