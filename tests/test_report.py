@@ -249,6 +249,26 @@ def test_paired_comparisons_use_the_seeds_both_ran_ok(results):
     assert paired["frozen"][-1] == "2 seeds (no per-expression data)"
 
 
+def test_a_method_whose_seeds_are_still_running_is_shown_but_not_ranked_or_compared(tmp_path):
+    """Mid-sweep, a method with one seed would tie with the leader only for want of seeds."""
+    root = tmp_path / "results"
+    write(root, make_record("full", seed=0, lr=1e-3, miou=40.0), "a")  # best, but seeds 1 and 2 still to run
+    write(root, make_record("full", seed=0, lr=3e-3, miou=30.0), "b")
+    write(root, make_record("full", seed=1, lr=1e-3, miou=1.0, status="interrupted"), "a")
+    for method, best, other in (("lora", 1e-3, 3e-3), ("frozen", 3e-3, 1e-3)):
+        write(root, make_record(method, seed=0, lr=other, miou=10.0), "b")
+        for seed in (0, 1, 2):
+            write(root, make_record(method, seed=seed, lr=best, miou=(35.0 if method == "lora" else 20.0) + seed,
+                                    status="diverged" if (method, seed) == ("frozen", 2) else "ok"), "a")
+    page = build(root)[Path("fixture/leaderboard.md")]
+    accuracy = rows_of(page, "Accuracy")
+    assert [accuracy[m][2] for m in ("full", "lora", "frozen")] == ["–", "1", "2"]  # frozen's diverged seed ended
+    assert accuracy["full"][3] == "40.00"  # one seed: no interval
+    assert "Not ranked or compared until every seed of the suite has run: full (seeds 1, 2 to go)." in page
+    assert "the 2 methods fall into 2 tiers" in page and "full vs" not in page
+    assert list(rows_of(page, "Paired comparisons on val")) == ["frozen"]
+
+
 def test_runs_of_seeds_outside_the_suite_are_counted_beside_the_leaderboard_not_in_it(results):
     """`bench --seed 7` (and an interrupted or --force re-run of one) never moves a row silently."""
     before = build(results)

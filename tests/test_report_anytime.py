@@ -14,7 +14,7 @@ def record_with_curve(method: str, seed: int, *, over_cap: bool) -> dict:
     """Anytime points every 10 steps to 100: frozen reaches step / 2, full 10 + step / 2 (three times the compute)."""
     record = make_record(method, seed=seed, lr=1e-3, miou=50.0 if method == "frozen" else 60.0)
     offset = 0.0 if method == "frozen" else 10.0
-    record["train_info"].update(anytime_split="val", anytime=[
+    record["train_info"].update(anytime_split="val", anytime_expressions=200, anytime=[
         {"step": step, "images_seen": step * BATCH, "train_seconds": step / 10 + seed,
          "train_gflops": step * BATCH * GFLOPS_PER_IMAGE[method], "mIoU": offset + step / 2 + seed}
         for step in range(10, 101, 10)])
@@ -35,6 +35,7 @@ def test_compute_matched_table_reads_each_curve_at_frozens_and_fulls_budgets(tmp
     assert matched["frozen"] == ["400", "51.00", "51.00", "51.00*"]
     assert matched["full"] == ["1,200", "61.00", "27.67", "61.00"]
     assert "at frozen's run (400 GFLOPs)" in page and "at full's run (1,200 GFLOPs)" in page
+    assert "Each run scored the first 200 val expressions every " in page
     assert Path("fixture/anytime.png") in files and "![anytime.png](anytime.png)" in page
     cost = rows_of(page, "Cost")
     assert cost["full"][-1] == "**over in 1 of 3 runs**" and cost["frozen"][-1] == "within"

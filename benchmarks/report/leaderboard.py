@@ -113,7 +113,8 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     defaults = runs[runs["variant"] == "default"]
     groups = dict(tuple(defaults.groupby("method")))
     selected = {split: selected_runs(groups, split) for split in splits}  # once per method and split
-    stats = [stats_of(selected[split], split) for split in splits]
+    pending = _seeds_pending(groups, suite["seeds"])
+    stats = [stats_of(selected[split], split, frozenset(pending)) for split in splits]
     rows = annotate(rows, "method", stats)
     secondary = [(split, "oIoU") for split in splits] + [(search, p) for p in PRECISIONS if search in splits]
     rows = rows.merge(metric_columns(selected, "method", secondary), on="method", how="left")
@@ -128,6 +129,11 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
               f"not tested for ties and never bold. `runs` counts every run of a row by status "
               f"(failed or diverged runs are listed; only "
               f"`ok` runs enter the statistics). Sorted by {search} mIoU.", "", basis_note(stats, "methods"), ""]
+    if pending:
+        waiting = "; ".join(f"{method} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} to go)"
+                            for method, seeds in sorted(pending.items()))
+        lines += [f"Not ranked or compared until every seed of the suite has run: {waiting}. Such a row's interval "
+                  "rests on the seeds it has.", ""]
 
     accuracy = [Column("method", "method", left=True), Column("runs", "runs", left=True),
                 Column("lr", "lr", general=True), Column(f"{search}/rank", "rank", digits=0)]
@@ -217,6 +223,15 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     return "\n".join(lines), figures
 
 
+def _seeds_pending(groups: dict[str, pd.DataFrame], seeds: list[int]) -> dict[str, list[int]]:
+    """Methods with some of the suite's `seeds` not run to an end yet at the chosen rate (no record, or an
+    interrupted one: a sweep still running): method -> those seeds. Ranked beside finished methods, such a method's
+    tie with the leader would only say that it has too few seeds. A seed that failed or diverged has ended."""
+    ended = {method: set(group.loc[group["status"] != "interrupted", "seed"]) for method, group in groups.items()}
+    pending = {method: sorted(set(seeds) - done) for method, done in ended.items()}
+    return {method: left for method, left in pending.items() if left}
+
+
 def _comparisons(stats: SplitStats | None) -> list[str]:
     """Each method against the leader and against its neighbour above in the ranking, paired."""
     if stats is None or len(stats.order) < 2:
@@ -284,11 +299,12 @@ def _anytime_section(runs: pd.DataFrame, rows: pd.DataFrame, suite: dict[str, An
                Column("gflops", "training GFLOPs per run", digits=0, thousands=True),
                Column("end", "equal steps (end of run)")]
     columns += [Column(f"budget{k}", f"at {name} ({gflops:,.0f} GFLOPs)") for k, (name, gflops) in enumerate(named)]
-    limit = suite.get("anytime_limit")
+    sizes = sorted(runs["anytime_expressions"].dropna().astype(int).unique())  # one size for a suite's runs
+    subset = f"the first {' or '.join(map(str, sizes))}" if sizes else "a fixed subset of"
     return lines + [
-        f"Every method trains the same steps x batch, but not at the same cost per step. Each run scored the first "
-        f"{limit} {split} expressions every {suite.get('eval_every') or max(1, suite['steps'] // 10)} steps; the "
-        "table reads each "
+        f"Every method trains the same steps x batch, but not at the same cost per step. Each run scored {subset} "
+        f"{split} expressions every "
+        f"{suite.get('eval_every') or max(1, suite['steps'] // 10)} steps; the table reads each "
         f"method's mean-over-seeds curve ({split} mIoU on that subset, %) at the same cumulative training FLOPs, "
         "interpolated between evaluations. `*`: the run ended below that budget; its last value is shown. `–`: "
         "the budget lies before the method's first evaluation.", "", table(table_rows, columns)]

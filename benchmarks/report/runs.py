@@ -95,7 +95,8 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "device": meta.get("device", "?"), "git_sha": meta.get("git_sha"), "world_size": meta.get("world_size", 1),
         "memory_kind": cost.get("memory_kind"), "memory_cap_gb": cost.get("memory_cap_gb"),
         "over_memory_cap": cost.get("over_memory_cap"), "anytime": train.get("anytime") or [],
-        "anytime_split": train.get("anytime_split"), "flop_convention": cost.get("flop_convention"),
+        "anytime_split": train.get("anytime_split"), "anytime_expressions": train.get("anytime_expressions"),
+        "flop_convention": cost.get("flop_convention"),
     }
     params = cost.get("params") or {}
     row.update({k: params.get(k) for k in ("trainable", "total", "ratio_trainable", "added", "ratio_added",

@@ -159,7 +159,8 @@ class SplitStats:
 
     split: str
     scores: dict[str, Scores]
-    order: list[str] = field(init=False)  # labels, best mean first
+    unranked: frozenset[str] = frozenset()  # rows shown with their intervals but not ranked or compared
+    order: list[str] = field(init=False)  # the ranked labels, best mean first
     intervals: dict[str, Estimate] = field(init=False)
     ranks: dict[str, int] = field(init=False)
     _compared: dict[tuple[str, str], Comparison | None] = field(init=False, default_factory=dict)
@@ -167,7 +168,7 @@ class SplitStats:
     def __post_init__(self) -> None:
         self.intervals = {label: interval(s.matrix if s.per_expression else s.seed_means[:, None])
                           for label, s in self.scores.items()}
-        self.order = sorted(self.scores, key=lambda label: (-self.intervals[label].value, label))
+        self.order = sorted(set(self.scores) - self.unranked, key=lambda label: (-self.intervals[label].value, label))
         self.ranks = tie_groups(self.order, lambda a, b: not self.separated(a, b))
 
     def comparison(self, a: str, b: str) -> Comparison | None:
@@ -190,12 +191,13 @@ class SplitStats:
         return sorted(label for label, s in self.scores.items() if not s.per_expression)
 
     def columns(self) -> pd.DataFrame:
-        """Per label: `{split}/mIoU:low`, `:high`, `:best` (bold) and `{split}/rank`."""
+        """Per label: `{split}/mIoU:low`, `:high`, `:best` (bold) and `{split}/rank` (NaN: not ranked)."""
         key = f"{self.split}/mIoU"
         return pd.DataFrame([{"label": label, f"{key}:low": self.intervals[label].low,
                               f"{key}:high": self.intervals[label].high,
-                              f"{key}:best": self.significantly_best(label), f"{self.split}/rank": self.ranks[label]}
-                             for label in self.order])
+                              f"{key}:best": self.significantly_best(label),
+                              f"{self.split}/rank": self.ranks.get(label, np.nan)}
+                             for label in self.order + sorted(self.unranked & set(self.scores))])
 
 
 def split_stats(groups: Mapping[str, pd.DataFrame], split: str) -> SplitStats:
@@ -203,9 +205,10 @@ def split_stats(groups: Mapping[str, pd.DataFrame], split: str) -> SplitStats:
     return stats_of(selected_runs(groups, split), split)
 
 
-def stats_of(selected: Mapping[str, SplitRuns], split: str) -> SplitStats:
-    """Statistics of rows whose runs on `split` are already selected (selected_runs)."""
-    return SplitStats(split, {label: row_scores(runs) for label, runs in selected.items()})
+def stats_of(selected: Mapping[str, SplitRuns], split: str, unranked: frozenset[str] = frozenset()) -> SplitStats:
+    """Statistics of rows whose runs on `split` are already selected (selected_runs); `unranked` rows get
+    intervals only."""
+    return SplitStats(split, {label: row_scores(runs) for label, runs in selected.items()}, unranked)
 
 
 def annotate(rows: pd.DataFrame, label: str, stats: list[SplitStats]) -> pd.DataFrame:
