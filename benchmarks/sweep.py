@@ -193,8 +193,9 @@ def run_entries(entries: Sequence[Entry], *, seeds: Sequence[int] | None = None,
     runs made one after another with as many threads. `threads` None: this process's. A line per finished run
     gives its score.
     """
-    def label(job: RunSpec) -> str:  # a job holds its entry's suite and config objects
-        entry = next(e for e in entries if e.suite is job.suite and e.config is job.method_config)
+    def label(job: RunSpec) -> str:  # a job holds its entry's method, suite and config objects
+        entry = next(e for e in entries
+                     if e.method == job.method and e.suite is job.suite and e.config is job.method_config)
         return job.method if entry.label == job.method else f"{job.method} ({entry.label})"
 
     counts = {"skipped": 0, "to run": 0} if dry_run else {"skipped": 0, "ok": 0, "not ok": 0}
