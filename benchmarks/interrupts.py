@@ -9,7 +9,7 @@ from C++ (pybind11), where a KeyboardInterrupt cannot unwind: the process aborts
 
 A request to stop is sticky: the end of every later `deferred` block raises again. An interrupt raised between
 steps can be lost to code that discards exceptions (a finalizer, C code that clears errors); a sweep worker that
-lost it would train on while its parent waits for it (seen about once in five Ctrl-Cs of a two-worker sweep).
+lost it would train on while its parent waits for it (seen once in 35 Ctrl-Cs of a two-worker sweep under load).
 """
 
 from __future__ import annotations
