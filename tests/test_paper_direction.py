@@ -72,3 +72,24 @@ def test_focal_row_is_the_row_the_table_names_and_a_table_without_one_says_so():
     plain = next(t for t in TABLES.values() if t.focal is None)
     with pytest.raises(ValueError, match=f"table {plain.number} argues no direction"):
         _ = plain.focal_row
+
+
+def stated_pending(rows: dict[str, list[float]], pending: set[str]) -> str:
+    return sentence(TABLE6, split_stats({label: runs(s) for label, s in rows.items()}, "val", frozenset(pending)),
+                    "shapes")
+
+
+def test_a_row_with_seeds_to_run_is_not_compared_and_the_rest_still_decide():
+    """Resolved either way on its first seeds, a row whose sweep is under way says nothing yet."""
+    text = stated_pending({FOCAL: [40.0, 41.5, 41.0], **OTHERS, "w/o Bridger": [90.0]}, {"w/o Bridger"})
+    assert "**agrees** for the rows run (" in text and "against the paper" not in text
+    assert text.endswith('seeds still to run: "w/o Bridger" (`python -m benchmarks sweep --table 6 --suite shapes`)).')
+
+
+@pytest.mark.parametrize("pending", [{FOCAL}, {"w/o Bridger", "w/o global alignment", "full model"}])
+def test_nothing_compared_yet_says_which_rows_wait_for_seeds_not_agreement(pending):
+    text = stated_pending({FOCAL: [40.0], **{label: [60.0] for label in OTHERS}}, pending)
+    assert "agrees" not in text and "not resolved" not in text
+    named = [FOCAL] if FOCAL in pending else sorted(pending, key=list(OTHERS).index)
+    assert text.endswith("**seeds still to run** (" + ", ".join(f'"{n}"' for n in named)
+                         + "): finish `python -m benchmarks sweep --table 6 --suite shapes`.")

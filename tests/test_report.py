@@ -124,7 +124,7 @@ def test_paper_page_quotes_the_paper_and_says_not_run_without_paper_suite_record
 
 
 def test_paper_page_shows_a_paper_suite_run_beside_the_paper(tmp_path):
-    suite = dataclasses.replace(SUITE, name="paper-vitb16", eval_splits=("val", "testA", "testB"))
+    suite = dataclasses.replace(SUITE, name="paper-vitb16", eval_splits=("val", "testA", "testB"), seeds=(0,))
     root = tmp_path / "results"
     write(root, make_record("full", seed=0, lr=1e-3, miou=61.0, suite=suite), "a")
     page = build(root)[Path("paper.md")]
@@ -134,7 +134,7 @@ def test_paper_page_shows_a_paper_suite_run_beside_the_paper(tmp_path):
 
 
 def test_paper_page_compares_the_selected_checkpoint_with_etris_and_the_leaderboard_keeps_the_last_step(tmp_path):
-    suite = dataclasses.replace(SUITE, name="paper-vitb16", eval_splits=("val", "testA", "testB"))
+    suite = dataclasses.replace(SUITE, name="paper-vitb16", eval_splits=("val", "testA", "testB"), seeds=(0,))
     root = tmp_path / "results"
     record = make_record("full", seed=0, lr=1e-3, miou=61.0, suite=suite)
     record["selection"] = {"split": "val", "every": 1, "step": 2, "score": 70.0,
@@ -312,9 +312,9 @@ def test_paper_efficiency_table_keeps_one_row_per_device_and_precision():
         (False, "fp32"), (True, "bf16"), (True, "fp16")]
 
 
-def test_paper_page_cells_carry_the_leaderboards_interval_and_one_seed_has_no_spread(tmp_path):
+def test_paper_page_cells_carry_the_leaderboards_interval_and_name_the_seeds_to_go(tmp_path):
     """Same runs, same statistics: a shapes-analog cell equals the leaderboard's mIoU cell (both
-    seeds-only here), and a row with one seed says it has no seed spread instead of showing an interval."""
+    seeds-only here), and a row with one of the suite's three seeds names the two still to run."""
     shapes = dataclasses.replace(SUITE, name="shapes", lr_grid=(1e-3,))
     root = tmp_path / "results"
     for seed, miou in ((0, 30.0), (1, 34.0), (2, 35.5)):
@@ -325,5 +325,6 @@ def test_paper_page_cells_carry_the_leaderboards_interval_and_one_seed_has_no_sp
     table2 = rows_of(pages[Path("paper.md")], "Table 2: Other PET methods")
     assert re.fullmatch(r"33\.17 \[\d+\.\d, \d+\.\d\]", board["full"][3])
     assert table2["Full tuning"][-1] == board["full"][3]
-    assert board["frozen"][3] == "25.00" and table2["Frozen backbone"][-1] == "25.00 (1 seed: no seed spread)"
+    assert board["frozen"][3] == "25.00"
+    assert table2["Frozen backbone"][-1] == "25.00 (seeds 1, 2 to go: not compared yet)"
     assert "over seeds, then over expressions" in pages[Path("paper.md")].split("## Table 3")[0]

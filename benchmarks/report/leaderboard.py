@@ -17,6 +17,8 @@ from benchmarks.report.runs import (
     at_chosen_rates,
     current_budget,
     leaderboard_runs,
+    seeds_pending,
+    seeds_to_go,
 )
 from benchmarks.report.statistics import (
     SplitStats,
@@ -113,7 +115,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     defaults = runs[runs["variant"] == "default"]
     groups = dict(tuple(defaults.groupby("method")))
     selected = {split: selected_runs(groups, split) for split in splits}  # once per method and split
-    pending = _seeds_pending(groups, suite["seeds"])
+    pending = seeds_pending(groups, suite["seeds"])
     stats = [stats_of(selected[split], split, frozenset(pending)) for split in splits]
     rows = annotate(rows, "method", stats)
     secondary = [(split, "oIoU") for split in splits] + [(search, p) for p in PRECISIONS if search in splits]
@@ -130,7 +132,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
               f"(failed or diverged runs are listed; only "
               f"`ok` runs enter the statistics). Sorted by {search} mIoU.", "", basis_note(stats, "methods"), ""]
     if pending:
-        waiting = "; ".join(f"{method} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} to go)"
+        waiting = "; ".join(f"{method} ({seeds_to_go(seeds)})"
                             for method, seeds in sorted(pending.items()))
         lines += [f"Not ranked or compared until every seed of the suite has run: {waiting}. Such a row's interval "
                   "rests on the seeds it has.", ""]
@@ -221,15 +223,6 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     if "qualitative.png" not in figures:
         lines += masks
     return "\n".join(lines), figures
-
-
-def _seeds_pending(groups: dict[str, pd.DataFrame], seeds: list[int]) -> dict[str, list[int]]:
-    """Methods with some of the suite's `seeds` not run to an end yet at the chosen rate (no record, or an
-    interrupted one: a sweep still running): method -> those seeds. Ranked beside finished methods, such a method's
-    tie with the leader would only say that it has too few seeds. A seed that failed or diverged has ended."""
-    ended = {method: set(group.loc[group["status"] != "interrupted", "seed"]) for method, group in groups.items()}
-    pending = {method: sorted(set(seeds) - done) for method, done in ended.items()}
-    return {method: left for method, left in pending.items() if left}
 
 
 def _comparisons(stats: SplitStats | None) -> list[str]:

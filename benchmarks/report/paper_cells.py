@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from benchmarks.report.markdown import Column
-from benchmarks.report.runs import current_budget, leaderboard_runs, status_counts
+from benchmarks.report.runs import current_budget, leaderboard_runs, seeds_pending, seeds_to_go, status_counts
 from benchmarks.report.statistics import SEEDS_ONLY_NOTE, SplitStats, seeds_only_labels, split_stats
 
 NOT_RUN = "not run"
@@ -44,9 +44,9 @@ def row_groups(chosen: pd.DataFrame, rows: Mapping[str, tuple[str, str]]) -> dic
 
 def row_stats(groups: Mapping[str, pd.DataFrame], chosen: pd.DataFrame, split: str) -> SplitStats:
     """The leaderboard's intervals and paired comparisons of these rows on `split` (ETRIS's checkpoint where
-    selected)."""
+    selected); a row with suite seeds still to run is not compared, as on the leaderboard."""
     return split_stats({label: group for label, group in groups.items() if len(group)},
-                       etris_split(chosen, split))
+                       etris_split(chosen, split), frozenset(seeds_pending(groups)))
 
 
 def cell(stats: SplitStats, label: str, group: pd.DataFrame) -> str:
@@ -60,7 +60,10 @@ def cell(stats: SplitStats, label: str, group: pd.DataFrame) -> str:
     key = "mIoU"
     shown = Column(key, "", interval=True).text(
         pd.Series({key: estimate.value, f"{key}:low": estimate.low, f"{key}:high": estimate.high}))
-    if len(stats.scores[label].seeds) == 1:
+    pending = seeds_pending({label: group}).get(label)
+    if pending:
+        shown += f" ({seeds_to_go(pending)}: not compared yet)"
+    elif len(stats.scores[label].seeds) == 1:
         shown += f" ({EXPRESSIONS_ONLY if estimate.has_interval else NO_SEED_SPREAD})"
     return shown
 

@@ -5,7 +5,8 @@ among the widths, the missing hierarchical alignment among the components). The 
 off its numbers: the focal row above or below each other row. Measured, each pair is the leaderboard's
 paired comparison (benchmarks.report.statistics): resolved when the 95% interval of the difference excludes
 0. The table agrees when every pair that ran is resolved the paper's way, disagrees when any is resolved the
-other way, and is otherwise not resolved.
+other way, and is otherwise not resolved. A row whose suite seeds have not all run (a sweep under way) is not
+compared yet, as on the leaderboard: on its first seed alone a gap or a tie says little.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from benchmarks.paper_tables import PaperTable, Row
 from benchmarks.report.statistics import SplitStats
 
 AGREES, DISAGREES, UNRESOLVED, NOT_RUN = "agrees", "disagrees", "not resolved (intervals overlap)", "not run"
+PENDING = "seeds still to run"
 
 
 @dataclass(frozen=True)
 class Pair:
     other: Row
     paper_above: bool  # the paper has the focal row above this one
-    verdict: str  # AGREES, DISAGREES, UNRESOLVED or NOT_RUN
+    verdict: str  # AGREES, DISAGREES, UNRESOLVED, NOT_RUN or PENDING
     difference: str = ""  # focal minus other here, with its interval
 
 
@@ -44,6 +46,9 @@ def pairs(table: PaperTable, stats: SplitStats) -> list[Pair]:
     out = []
     for other in (r for r in table.rows if r is not focal):
         above = _iou(table, focal) > _iou(table, other)
+        if other.label in stats.scores and {focal.label, other.label} & stats.unranked:
+            out.append(Pair(other, above, PENDING))
+            continue
         compared = (stats.comparison(focal.label, other.label)
                     if focal.label in stats.scores and other.label in stats.scores else None)
         if compared is None:
@@ -78,7 +83,11 @@ def sentence(table: PaperTable, stats: SplitStats, suite: str) -> str:
     found = pairs(table, stats)
     if table.focal not in stats.scores or all(p.verdict == NOT_RUN for p in found):
         return head + f"**{NOT_RUN}**: run `{command}`."
-    by = {v: [p for p in found if p.verdict == v] for v in (AGREES, DISAGREES, UNRESOLVED, NOT_RUN)}
+    if table.focal in stats.unranked or not any(p.verdict in (AGREES, DISAGREES, UNRESOLVED) for p in found):
+        waiting = [table.focal] if table.focal in stats.unranked else [p.other.label for p in found
+                                                                          if p.verdict == PENDING]
+        return head + f"**{PENDING}** (" + ", ".join(f'"{label}"' for label in waiting) + f"): finish `{command}`."
+    by = {v: [p for p in found if p.verdict == v] for v in (AGREES, DISAGREES, UNRESOLVED, NOT_RUN, PENDING)}
     overall = DISAGREES if by[DISAGREES] else UNRESOLVED if by[UNRESOLVED] else AGREES
     details = []
     for verdict, words in ((AGREES, "the paper's way"), (DISAGREES, "against the paper"),
@@ -86,7 +95,10 @@ def sentence(table: PaperTable, stats: SplitStats, suite: str) -> str:
         if by[verdict]:
             details.append(f"{words}: " + ", ".join(f'vs "{p.other.label}" {p.difference}'.rstrip()
                                                     for p in by[verdict]))
-    if by[NOT_RUN]:
-        details.append("not run: " + ", ".join(f'"{p.other.label}"' for p in by[NOT_RUN]) + f" (`{command}`)")
-    scope = " for the rows run" if by[NOT_RUN] and overall == AGREES else ""
+    for verdict in (NOT_RUN, PENDING):
+        if by[verdict]:
+            details.append(f"{verdict}: " + ", ".join(f'"{p.other.label}"' for p in by[verdict]))
+    if by[NOT_RUN] or by[PENDING]:
+        details[-1] += f" (`{command}`)"
+    scope = " for the rows run" if (by[NOT_RUN] or by[PENDING]) and overall == AGREES else ""
     return head + f'**{overall}**{scope} ("{table.focal}" minus each row; ' + "; ".join(details) + ")."

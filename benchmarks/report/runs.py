@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "off_budget": bool(info["off_budget"]), "search_split": suite["lr_search_split"],
         "lr_grid": tuple(float(v) for v in suite["lr_grid"]), "suite_lr": float(suite["lr"]),
         "first_seed": suite["seeds"][0], "suite_seed": info["seed"] in suite["seeds"],
+        "suite_seeds": tuple(suite["seeds"]),
         "steps_done": train["steps_done"], "curve": train.get("curve") or [],
         "device": meta.get("device", "?"), "git_sha": meta.get("git_sha"), "world_size": meta.get("world_size", 1),
         "memory_kind": cost.get("memory_kind"), "memory_cap_gb": cost.get("memory_cap_gb"),
@@ -185,6 +186,26 @@ def leaderboard_runs(frame: pd.DataFrame) -> pd.DataFrame:
         lr = pick_lr(scores, default=group["suite_lr"].iloc[0])
         chosen.append(group[group["lr"] == lr].assign(search_complete=complete))
     return pd.concat(chosen, ignore_index=True) if chosen else on_budget.iloc[0:0]
+
+
+def seeds_pending(groups: Mapping[str, pd.DataFrame], seeds: Iterable[int] | None = None) -> dict[str, list[int]]:
+    """Rows with some of the suite's `seeds` (default: those each row's records name) not run to an end yet at the
+    chosen rate (no record, or an interrupted one: a sweep still running): label -> those seeds. Ranked or
+    compared beside finished rows, such a row's tie would only say that it has too few seeds. A seed that failed
+    or diverged has ended."""
+    pending = {}
+    for label, group in groups.items():
+        if group.empty:
+            continue
+        wanted = set(seeds if seeds is not None else group["suite_seeds"].iloc[0])
+        left = sorted(wanted - set(group.loc[group["status"] != "interrupted", "seed"]))
+        if left:
+            pending[label] = left
+    return pending
+
+
+def seeds_to_go(seeds: list[int]) -> str:
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} to go"
 
 
 def status_counts(statuses: pd.Series) -> str:

@@ -200,9 +200,9 @@ class SplitStats:
                              for label in self.order + sorted(self.unranked & set(self.scores))])
 
 
-def split_stats(groups: Mapping[str, pd.DataFrame], split: str) -> SplitStats:
+def split_stats(groups: Mapping[str, pd.DataFrame], split: str, unranked: frozenset[str] = frozenset()) -> SplitStats:
     """Statistics of the rows `groups` (label -> that row's runs) that have an ok run on `split`."""
-    return stats_of(selected_runs(groups, split), split)
+    return stats_of(selected_runs(groups, split), split, unranked)
 
 
 def stats_of(selected: Mapping[str, SplitRuns], split: str, unranked: frozenset[str] = frozenset()) -> SplitStats:
