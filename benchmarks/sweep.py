@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from benchmarks.suites import Suite
 from benchmarks.workers import Pool, WorkerDied
 from methods import get_method, list_methods
 from riscore.errors import UserError
+from riscore.identity import config_identity
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,12 @@ def run_job(job: RunSpec, setup: RunSetup) -> Outcome:
                    search_score(record, job.suite.lr_search_split), record["train_info"]["train_seconds"])
 
 
+def _what_runs(suite: Suite, method: str, config: Any) -> str:
+    """An entry's identity by value: what its runs' config hashes cover, less the learning rate and seed."""
+    return json.dumps({"suite": suite.identity(), "method": method, "config": config_identity(config)},
+                      sort_keys=True)
+
+
 def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, options: dict[str, str] | None = None,
               **sweep_args: Any) -> dict[str, int]:
     """`run_entries` over `methods` (default: all) under `suite`; `options` sets method options (an ablation
@@ -193,10 +201,11 @@ def run_entries(entries: Sequence[Entry], *, seeds: Sequence[int] | None = None,
     runs made one after another with as many threads. `threads` None: this process's. A line per finished run
     gives its score.
     """
-    def label(job: RunSpec) -> str:  # a job holds its entry's method, suite and config objects
-        entry = next(e for e in entries
-                     if e.method == job.method and e.suite is job.suite and e.config is job.method_config)
-        return job.method if entry.label == job.method else f"{job.method} ({entry.label})"
+    labels = {_what_runs(e.suite, e.method, e.config): e.label for e in entries}
+
+    def label(job: RunSpec) -> str:
+        entry = labels[_what_runs(job.suite, job.method, job.method_config)]
+        return job.method if entry == job.method else f"{job.method} ({entry})"
 
     counts = {"skipped": 0, "to run": 0} if dry_run else {"skipped": 0, "ok": 0, "not ok": 0}
     if threads:

@@ -212,6 +212,20 @@ def test_a_table_runs_every_rows_search_before_any_rows_seeds(tmp_path, capsys):
     assert all(run.endswith("seed=0") for run in runs[:searches]) and runs[-1] == "bridger lr=0.003 seed=1"
 
 
+
+def test_each_finished_run_of_a_table_is_named_by_its_row(tmp_path, capsys, monkeypatch):
+    """The progress line of a run names the row it fills (rows of one method differ only in options)."""
+    import benchmarks.sweep as sweep
+
+    monkeypatch.setattr(sweep, "run_job", lambda job, setup: sweep.Outcome("ok", "ok", None, 50.0, 1.0))
+    table = get_table(7)
+    run_table(table, SUITE, store=ResultStore(tmp_path / "results"), device=torch.device("cpu"),
+              checkpoint_root=tmp_path / "ckpt")
+    named = [line.split("] ", 1)[1].split(" lr=")[0] for line in capsys.readouterr().err.splitlines()
+             if line.startswith("[search ")]
+    assert sorted(set(named)) == sorted(f"bridger ({row.label})" for row in table.rows)
+    assert len(named) == len(table.rows) * len(SUITE.lr_grid)
+
 TIMINGS = ("eval_seconds", "images_per_second")
 
 
