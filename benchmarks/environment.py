@@ -75,7 +75,8 @@ def device_name(device: torch.device) -> str:
     run is about 3x faster on the latter) and the thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {threads} thread{'s' * (threads != 1)})"
 
 
 def describe(device: torch.device) -> dict[str, object]:

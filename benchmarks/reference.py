@@ -44,14 +44,14 @@ class Environment:
         device = str(meta.get("device", "?"))
         threads = meta.get("threads")
         if threads is None:  # records made before `threads` was its own field carry it in the CPU device name
-            found = re.search(r"(\d+) threads", device)
+            found = re.search(r"(\d+) threads?\b", device)
             threads = found.group(1) if found else "?"
         sha = meta.get("git_sha")
         code = (sha[:8] if sha else "?") + (" with local changes" if meta.get("git_dirty") else "")
         packages = tuple(sorted((name, NOT_INSTALLED if version is None else str(version))
                                 for name, version in (meta.get("packages") or {}).items()))
         return cls(code=code, python=str(meta.get("python", "?")), packages=packages,
-                   device=re.sub(r",? \d+ threads", "", device), threads=str(threads),
+                   device=re.sub(r",? \d+ threads?\b", "", device), threads=str(threads),
                    processes=str(meta.get("world_size", 1)))
 
 

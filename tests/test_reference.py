@@ -186,13 +186,19 @@ def test_preview_default_is_git_ignored(tmp_path, monkeypatch):
     assert written == [REPO / "runs" / "preview.png"] and _ignored(written[0])
 
 
-def test_a_cpu_run_records_the_cpu_and_the_vector_instructions_torch_uses():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_cpu_run_records_the_cpu_and_the_vector_instructions_torch_uses(threads):
     """Two CPUs differ 3x in speed (AVX2 against AVX512) and may differ in float results: records say which."""
     import torch
 
     from benchmarks.environment import cpu_model, device_name
 
-    name = device_name(torch.device("cpu"))
-    assert name == (f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, "
-                    f"{torch.get_num_threads()} threads)")
-    assert Environment.of({"meta_info": {"device": name}}).threads == str(torch.get_num_threads())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        name = device_name(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    unit = "thread" if threads == 1 else "threads"
+    assert name == f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {threads} {unit})"
+    assert Environment.of({"meta_info": {"device": name}}).threads == str(threads)

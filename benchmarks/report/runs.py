@@ -93,7 +93,8 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
         "first_seed": suite["seeds"][0], "suite_seed": info["seed"] in suite["seeds"],
         "suite_seeds": tuple(suite["seeds"]),
         "steps_done": train["steps_done"], "curve": train.get("curve") or [],
-        "device": meta.get("device", "?"), "git_sha": meta.get("git_sha"), "world_size": meta.get("world_size", 1),
+        "device": meta.get("device", "?").replace(" 1 threads)", " 1 thread)"),  # as older records said it
+        "git_sha": meta.get("git_sha"), "world_size": meta.get("world_size", 1),
         "memory_kind": cost.get("memory_kind"), "memory_cap_gb": cost.get("memory_cap_gb"),
         "over_memory_cap": cost.get("over_memory_cap"), "anytime": train.get("anytime") or [],
         "anytime_split": train.get("anytime_split"), "anytime_expressions": train.get("anytime_expressions"),
