@@ -199,18 +199,23 @@ def check_log_dir(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from benchmarks import cpu
     from benchmarks.environment import resolve_device
-    from benchmarks.paper_tables import get_table, run_table, table_suite_name
+    from benchmarks.paper_tables import get_table, run_tables, table_suite_name
     from benchmarks.store import ResultStore
     from benchmarks.sweep import Shard, run_sweep
     from methods import get_method
     from riscore.coerce import coerce
 
     check_run_paths(args)
-    table = get_table(args.table) if args.table is not None else None
-    if table and (args.method or args.set or args.budget):
-        raise UserError(f"--table {args.table} sets each row's method, options and suite; leave out --method, "
-                        "--set and --budget")
-    args.suite = table_suite_name(table, args.suite) if table else (args.suite or "shapes")
+    numbers = validate.unique([n for text in args.table for n in coerce(text, tuple[int, ...], "--table")],
+                              "--table")
+    if args.table and not numbers:
+        raise UserError("--table needs a table number, e.g. --table 2 or --table 4,5,7")
+    tables = [get_table(number) for number in numbers]
+    named = f"--table {','.join(map(str, numbers))}"
+    if tables and (args.method or args.set or args.budget):
+        raise UserError(f"{named} sets each row's method, options and suite; leave out --method, --set and --budget")
+    bases = [table_suite_name(table, args.suite) for table in tables]
+    args.suite = next((name for name in bases if name), None) if tables else (args.suite or "shapes")
     suite, off_budget = resolve_suite(args) if args.suite else (None, False)
     methods = validate.unique([get_method(m).name for m in args.method], "--method") or None
     seeds = coerce(args.seeds, tuple[int, ...], "--seeds") if args.seeds is not None else None
@@ -229,8 +234,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                       models_root=models_root(args) if args.save_model else None,
                       progress=not args.no_progress, dry_run=args.dry_run, off_budget=off_budget,
                       jobs=jobs, threads=threads)
-        counts = (run_table(table, suite, **common) if table else
-                  run_sweep(suite, methods=methods, options=options, **common))
+        counts = (run_tables([(t, suite if base else None) for t, base in zip(tables, bases, strict=True)], **common)
+                  if tables else run_sweep(suite, methods=methods, options=options, **common))
     except KeyboardInterrupt:
         print("sweep interrupted: run the same command again to continue", file=sys.stderr)
         return 130
@@ -502,8 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="every method x seeds under a suite, with the equal lr search")
     sweep.add_argument("--suite", help="suite name or TOML path (default: shapes)")
-    sweep.add_argument("--table", type=validate.POSITIVE_INT, metavar="N",
-                       help="exactly the runs that fill ETRIS's table N (1-8; 2, 4-8 on --suite, default shapes)")
+    sweep.add_argument("--table", action="append", default=[], metavar="N",
+                       help="exactly the runs that fill ETRIS's table N (1-8; 2, 4-8 on --suite, default shapes); "
+                            "repeatable or comma-separated: the tables run as one sweep, a row they share once")
     sweep.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
     sweep.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     sweep.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i (default 0/1)")

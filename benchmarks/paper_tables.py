@@ -10,6 +10,7 @@ matches another table's row (the default Bridger is ETRIS in Tables 2, 4, 5, 6, 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,10 +168,11 @@ def table_suite_name(table: PaperTable, requested: str | None) -> str | None:
     return requested or ANALOG_SUITE
 
 
-def run_table(table: PaperTable, base: Suite | None, **sweep_args: Any) -> dict[str, int]:
-    """One sweep whose entries are the table's rows, with `sweep_args` (shard, store, dry_run, ...): every
-    row's search runs together, then every row's seeds, so no worker waits for one row's search to end."""
-    return run_entries(table_entries(table, base), **sweep_args)
+def run_tables(tables: Sequence[tuple[PaperTable, Suite | None]], **sweep_args: Any) -> dict[str, int]:
+    """One sweep whose entries are the rows of these (table, suite) pairs, with `sweep_args` (shard, store,
+    dry_run, ...): every row's search runs together, then every row's seeds, so no worker waits for one row's
+    search to end; a row two tables share runs once."""
+    return run_entries([entry for table, base in tables for entry in table_entries(table, base)], **sweep_args)
 
 
 def table_entries(table: PaperTable, base: Suite | None) -> list[Entry]:
@@ -185,6 +187,7 @@ def table_entries(table: PaperTable, base: Suite | None) -> list[Entry]:
         if suite is None:
             raise UserError(f"table {table.number} row '{row.label}' needs a suite")
         suite.check()
-        entries.append(Entry(suite, row.method, get_method(row.method).make_config(dict(row.options)), row.label))
+        config = get_method(row.method).make_config(dict(row.options))
+        entries.append(Entry(suite, row.method, config, f"table {table.number}: {row.label}"))
         print(f"table {table.number}: {row.label} ({row.method} on {suite.name})", file=sys.stderr)
     return entries

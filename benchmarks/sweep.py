@@ -95,6 +95,15 @@ class Entry:
     config: Any
     label: str
 
+    def runs(self) -> str:
+        """What its runs' config hashes cover, less the learning rate and seed: equal entries run the same runs."""
+        return what_runs(self.suite, self.method, self.config)
+
+
+def what_runs(suite: Suite, method: str, config: Any) -> str:
+    return json.dumps({"suite": suite.identity(), "method": method, "config": config_identity(config)},
+                      sort_keys=True)
+
 
 def method_entries(suite: Suite, methods: Sequence[str], options: dict[str, str] | None = None) -> list[Entry]:
     """One entry per method, each with `options` (an ablation point: one method only)."""
@@ -177,12 +186,6 @@ def run_job(job: RunSpec, setup: RunSetup) -> Outcome:
                    search_score(record, job.suite.lr_search_split), record["train_info"]["train_seconds"])
 
 
-def _what_runs(suite: Suite, method: str, config: Any) -> str:
-    """An entry's identity by value: what its runs' config hashes cover, less the learning rate and seed."""
-    return json.dumps({"suite": suite.identity(), "method": method, "config": config_identity(config)},
-                      sort_keys=True)
-
-
 def run_sweep(suite: Suite, *, methods: Sequence[str] | None = None, options: dict[str, str] | None = None,
               **sweep_args: Any) -> dict[str, int]:
     """`run_entries` over `methods` (default: all) under `suite`; `options` sets method options (an ablation
@@ -201,10 +204,13 @@ def run_entries(entries: Sequence[Entry], *, seeds: Sequence[int] | None = None,
     runs made one after another with as many threads. `threads` None: this process's. A line per finished run
     gives its score.
     """
-    labels = {_what_runs(e.suite, e.method, e.config): e.label for e in entries}
+    unique: dict[str, Entry] = {}
+    for entry in entries:  # an entry equal to an earlier one (a row two tables share) runs once, under its label
+        unique.setdefault(entry.runs(), entry)
+    entries, labels = list(unique.values()), {key: entry.label for key, entry in unique.items()}
 
     def label(job: RunSpec) -> str:
-        entry = labels[_what_runs(job.suite, job.method, job.method_config)]
+        entry = labels[what_runs(job.suite, job.method, job.method_config)]
         return job.method if entry == job.method else f"{job.method} ({entry})"
 
     counts = {"skipped": 0, "to run": 0} if dry_run else {"skipped": 0, "ok": 0, "not ok": 0}

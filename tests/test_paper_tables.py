@@ -1,5 +1,6 @@
 """`sweep --table N`: exactly the runs that fill each of ETRIS's tables, shardable, with one-line refusals."""
 
+import itertools
 import re
 
 import pytest
@@ -35,6 +36,20 @@ def test_shards_split_a_table_without_overlap(capsys, tmp_path):
     assert sorted(parts[0] + parts[1]) == sorted(whole) and not set(parts[0]) & set(parts[1])
 
 
+ANALOG = [n for n, t in TABLES.items() if t.analog]
+
+
+@pytest.mark.parametrize("numbers", list(itertools.combinations(ANALOG, 2)) + [tuple(ANALOG)])
+def test_tables_run_as_one_sweep_plan_every_row_of_each_once(capsys, tmp_path, numbers):
+    """A row two tables share (the default Bridger is ETRIS in five) is one entry: its runs are listed once."""
+    alone = {path: run for n in numbers
+             for *run, path in planned(capsys, tmp_path, "--table", str(n), "--suite", "smoke")}
+    given = [["--table", ",".join(map(str, numbers))], [a for n in numbers for a in ("--table", str(n))]]
+    for argv in given:
+        together = planned(capsys, tmp_path, *argv, "--suite", "smoke")
+        assert len({path for *_, path in together}) == len(together) and {p: r for *r, p in together} == alone
+
+
 def test_every_row_names_a_method_with_valid_options_and_the_papers_columns():
     for table in TABLES.values():
         for row in table.rows:
@@ -49,6 +64,12 @@ def test_every_row_names_a_method_with_valid_options_and_the_papers_columns():
     (["--table", "1", "--suite", "smoke"], "table 1 runs on its own suites (paper-rn101, paper-rn50, paper-vitb16)"),
     (["--table", "3"], "table 3 holds parameter counts, not trained runs"),
     (["--table", "2", "--method", "lora"], "--table 2 sets each row's method, options and suite"),
+    (["--table", "2,7", "--set", "width=8"], "--table 2,7 sets each row's method, options and suite"),
+    (["--table", "2,4", "--table", "2"], "--table lists 2 twice"),
+    (["--table", "6,1", "--suite", "smoke"], "table 1 runs on its own suites"),
+    (["--table", "2,x"], "--table"),
+    (["--table", ""], "--table needs a table number"),
+    (["--table", "7,0"], "--table 0: the ETRIS paper has tables"),
 ])
 def test_bad_table_requests_are_one_line(capsys, tmp_path, argv, message):
     assert main(["sweep", *argv, "--dry-run", "--out", str(tmp_path / "results")]) == 2

@@ -14,7 +14,7 @@ import torch
 from child_processes import exit_code, running
 
 from benchmarks.checkpoint import Checkpointer
-from benchmarks.paper_tables import get_table, run_table, table_entries
+from benchmarks.paper_tables import get_table, run_tables, table_entries
 from benchmarks.store import SCHEMA_VERSION, ResultStore, read_record
 from benchmarks.suites import load_suite
 from benchmarks.sweep import Shard, chosen_lr, method_entries, plan, run_sweep
@@ -202,8 +202,8 @@ def test_a_table_runs_every_rows_search_before_any_rows_seeds(tmp_path, capsys):
     first_row = phase1[:len(SUITE.lr_grid)]
     for job, score in zip(first_row, (40.0, 55.0), strict=True):  # the first row's search has ended
         write(store, job, val=score)
-    counts = run_table(table, SUITE, store=store, device=torch.device("cpu"), checkpoint_root=tmp_path / "ckpt",
-                       dry_run=True)
+    counts = run_tables([(table, SUITE)], store=store, device=torch.device("cpu"),
+                        checkpoint_root=tmp_path / "ckpt", dry_run=True)
     runs = [line.split(" -> ")[0].split(": ")[1] for line in capsys.readouterr().err.splitlines()
             if line.startswith(("  to run: ", "finished: "))]
     searches = len(table.rows) * len(SUITE.lr_grid)
@@ -219,11 +219,11 @@ def test_each_finished_run_of_a_table_is_named_by_its_row(tmp_path, capsys, monk
 
     monkeypatch.setattr(sweep, "run_job", lambda job, setup: sweep.Outcome("ok", "ok", None, 50.0, 1.0))
     table = get_table(7)
-    run_table(table, SUITE, store=ResultStore(tmp_path / "results"), device=torch.device("cpu"),
-              checkpoint_root=tmp_path / "ckpt")
+    run_tables([(table, SUITE)], store=ResultStore(tmp_path / "results"), device=torch.device("cpu"),
+               checkpoint_root=tmp_path / "ckpt")
     named = [line.split("] ", 1)[1].split(" lr=")[0] for line in capsys.readouterr().err.splitlines()
              if line.startswith("[search ")]
-    assert sorted(set(named)) == sorted(f"bridger ({row.label})" for row in table.rows)
+    assert sorted(set(named)) == sorted(f"bridger (table 7: {row.label})" for row in table.rows)
     assert len(named) == len(table.rows) * len(SUITE.lr_grid)
 
 TIMINGS = ("eval_seconds", "images_per_second")
