@@ -82,7 +82,10 @@ def _t2_rows() -> tuple[Row, ...]:
             count_note=f"the Compacter paper's defaults (n 4, rank 1, bottleneck 24); {TEXT_ONLY} "
                        "(methods/compacter.py)"),
         Row("CoOp", "prompt", (0.0041, 67.87), {"vision_tokens": "0", "text_tokens": "8"}),
-        Row("LoRA", "lora", (0.03, 68.84)),
+        Row("LoRA", "lora", (0.03, 68.84),
+            count_note="ETRIS does not publish its LoRA setup; 0.033 M is rank 1 on q,v of both towers (`--set "
+                       "rank=1`) or rank 4 on q,v of RN101's attention pool (`--set rank=4 --set towers=image`); "
+                       "risbench keeps peft's default rank 8 on q,v of both towers (methods/lora.py)"),
         Row("ETRIS", "bridger", (1.94, 71.06)),
         Row("Adapter + ETRIS", "bridger+adapter", (4.33, 71.67), count_note="the sum of its parts: see Adapter"),
         Row("Conv Adapter + ETRIS", "bridger+convadapter", (3.14, 72.11),
