@@ -314,7 +314,8 @@ def test_paper_efficiency_table_keeps_one_row_per_device_and_precision():
 
 def test_paper_page_cells_carry_the_leaderboards_interval_and_name_the_seeds_to_go(tmp_path):
     """Same runs, same statistics: a shapes-analog cell equals the leaderboard's mIoU cell (both
-    seeds-only here), and a row with one of the suite's three seeds names the two still to run."""
+    seeds-only here), and a row with one of the suite's three seeds names the two still to run; Table 8's
+    precision cells equal the leaderboard's precision table."""
     shapes = dataclasses.replace(SUITE, name="shapes", lr_grid=(1e-3,))
     root = tmp_path / "results"
     for seed, miou in ((0, 30.0), (1, 34.0), (2, 35.5)):
@@ -328,3 +329,8 @@ def test_paper_page_cells_carry_the_leaderboards_interval_and_name_the_seeds_to_
     assert board["frozen"][3] == "25.00"
     assert table2["Frozen backbone"][-1] == "25.00 (seeds 1, 2 to go: not compared yet)"
     assert "over seeds, then over expressions" in pages[Path("paper.md")].split("## Table 3")[0]
+    precision = rows_of(pages[Path("shapes/leaderboard.md")], "Precision at IoU thresholds on val")
+    table8 = rows_of(pages[Path("paper.md")], "Table 8: Table 2 with precision")
+    assert table8["Full tuning"][-5:] == precision["full"] and precision["full"][0].startswith("16.58 [")
+    assert table8["Frozen backbone"][-5:] == ["12.50"] * 5  # one seed: no interval, as the mIoU cell says
+    assert table8["Adapter"][-6:] == ["not run"] * 6

@@ -22,13 +22,14 @@ from benchmarks.report.paper_cells import (
     cell,
     chosen_runs,
     etris_split,
+    metric_cell,
     row_groups,
     row_stats,
     seeds_only_note,
 )
 from benchmarks.report.paper_params import other_backbones, params_cell, params_notes
 from benchmarks.report.runs import aggregate, run_variant
-from benchmarks.report.statistics import METHOD_NOTE, SplitStats
+from benchmarks.report.statistics import METHOD_NOTE, SplitStats, selected_runs
 from methods import get_method
 from riscore.identity import config_identity
 
@@ -129,19 +130,26 @@ def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | Non
     others = other_backbones(spec, counts)
     for cells in rows:
         cells.update({f"params {suite}": found[cells["row"]] for suite, found in others.items()})
-    used = []
-    for suite in (PAPER_SUITE, ANALOG_SUITE):
+    precisions = [c for c in spec.columns if c.startswith("Prec@")]  # Table 8: each row's precision as well
+    used, measured = [], []
+    for suite, name in ((PAPER_SUITE, f"`{PAPER_SUITE}`"), (ANALOG_SUITE, f"`{ANALOG_SUITE}` analog")):
         chosen = chosen_runs(runs, suite)
         groups = row_groups(chosen, labels)
         stats = row_stats(groups, chosen, "val")
         used.append(stats)
+        selected = selected_runs(groups, stats.split) if precisions else {}
         for cells in rows:
-            cells[suite] = cell(stats, cells["row"], groups[cells["row"]])
+            group = groups[cells["row"]]
+            cells[suite] = cell(stats, cells["row"], group)
+            cells.update({f"{suite} {p}": NOT_RUN if group.empty else metric_cell(selected.get(cells["row"]),
+                                                                                  p.lower())
+                          for p in precisions})
+        measured += [Column(suite, f"risbench {name} val mIoU [95% CI]", left=True),
+                     *(Column(f"{suite} {p}", f"risbench {name} {p}", left=True) for p in precisions)]
     columns = [Column("row", "row", left=True), *(Column(f"paper {c}", f"ETRIS: {c}") for c in spec.columns),
                *([Column("params", f"risbench `{PAPER_SUITE}` params (M)", left=True)] if spec.params_column else []),
                *(Column(f"params {suite}", f"risbench `{suite}` params (M)", left=True) for suite in others),
-               Column(PAPER_SUITE, f"risbench `{PAPER_SUITE}` val mIoU [95% CI]", left=True),
-               Column(ANALOG_SUITE, f"risbench `{ANALOG_SUITE}` analog val mIoU [95% CI]", left=True)]
+               *measured]
     return [f"## Table {number}: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
             *seeds_only_note(used), *(params_notes(spec, counts) if spec.params_column else []),
             f"`not run` cells fill with `{spec.command(PAPER_SUITE)}` (GPU and RefCOCO data) and "

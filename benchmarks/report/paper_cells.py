@@ -14,7 +14,15 @@ import pandas as pd
 
 from benchmarks.report.markdown import Column
 from benchmarks.report.runs import current_budget, leaderboard_runs, seeds_pending, seeds_to_go, status_counts
-from benchmarks.report.statistics import SEEDS_ONLY_NOTE, SplitStats, seeds_only_labels, split_stats
+from benchmarks.report.statistics import (
+    SEEDS_ONLY_NOTE,
+    SplitRuns,
+    SplitStats,
+    metric_interval,
+    seeds_only_labels,
+    split_stats,
+)
+from benchmarks.stats import Estimate
 
 NOT_RUN = "not run"
 NO_SEED_SPREAD = "1 seed: no seed spread"
@@ -57,15 +65,25 @@ def cell(stats: SplitStats, label: str, group: pd.DataFrame) -> str:
     if label not in stats.scores:
         return f"no ok run ({status_counts(group['status'])})"
     estimate = stats.intervals[label]
-    key = "mIoU"
-    shown = Column(key, "", interval=True).text(
-        pd.Series({key: estimate.value, f"{key}:low": estimate.low, f"{key}:high": estimate.high}))
+    shown = _shown(estimate)
     pending = seeds_pending({label: group}).get(label)
     if pending:
         shown += f" ({seeds_to_go(pending)}: not compared yet)"
     elif len(stats.scores[label].seeds) == 1:
         shown += f" ({EXPRESSIONS_ONLY if estimate.has_interval else NO_SEED_SPREAD})"
     return shown
+
+
+def metric_cell(runs: SplitRuns | None, metric: str) -> str:
+    """A row's `metric` (oIoU, prec@t) as 'mean [low, high]' from the runs its mIoU cell stands on (same seeds,
+    same expressions, same bootstrap); `–` where the records hold no such value."""
+    estimate = None if runs is None else metric_interval(runs, metric)
+    return "–" if estimate is None else _shown(estimate)
+
+
+def _shown(estimate: Estimate) -> str:
+    return Column("v", "", interval=True).text(pd.Series({"v": estimate.value, "v:low": estimate.low,
+                                                          "v:high": estimate.high}))
 
 
 def seeds_only_note(stats: list[SplitStats]) -> list[str]:
