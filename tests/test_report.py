@@ -334,3 +334,23 @@ def test_paper_page_cells_carry_the_leaderboards_interval_and_name_the_seeds_to_
     assert table8["Full tuning"][-5:] == precision["full"] and precision["full"][0].startswith("16.58 [")
     assert table8["Frozen backbone"][-5:] == ["12.50"] * 5  # one seed: no interval, as the mIoU cell says
     assert table8["Adapter"][-6:] == ["not run"] * 6
+
+
+def test_a_search_that_chose_an_end_of_its_grid_is_named_on_both_pages(tmp_path):
+    """full peaks at the grid's lowest rate, lora at its highest, frozen inside: only the first two are named,
+    on the leaderboard and in the paper page's tables; a search still missing a rate names nothing yet."""
+    shapes = dataclasses.replace(SUITE, name="shapes", lr_grid=(3e-4, 1e-3, 3e-3), seeds=(0,))
+    root = tmp_path / "results"
+    scores = {"full": (30.0, 20.0, 10.0), "lora": (10.0, 20.0, 30.0), "frozen": (10.0, 30.0, 20.0)}
+    for method, values in scores.items():
+        for lr, miou in zip(shapes.lr_grid, values, strict=True):
+            write(root, make_record(method, seed=0, lr=lr, miou=miou, suite=shapes), f"{method}-{lr:g}")
+    pages = build(root)
+    board = pages[Path("shapes/leaderboard.md")]
+    assert ("Learning rate at an end of the searched grid: full (0.0003, the lowest); lora (0.003, the highest)."
+            in board)
+    paper = pages[Path("paper.md")]
+    assert ('Learning rate at an end of the searched grid on `shapes`: "Full tuning" (0.0003, the lowest); "LoRA" '
+            '(0.003, the highest).') in paper.split("## Table 2")[1].split("## Table 4")[0]
+    (root / "shapes" / "lora" / "lora-0.0003-seed0.json").unlink()  # lora's search is no longer complete
+    assert "lora (0.003" not in build(root)[Path("shapes/leaderboard.md")]

@@ -16,6 +16,8 @@ from benchmarks.report.runs import (
     aggregate,
     at_chosen_rates,
     current_budget,
+    grid_edge_note,
+    grid_edges,
     leaderboard_runs,
     seeds_pending,
     seeds_to_go,
@@ -145,7 +147,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     base = baseline_rows(runs, splits)
     both = pd.concat([rows, base], ignore_index=True)
     ranked = [True] * len(rows) + [False] * len(base)
-    lines += ["## Accuracy (%)", "", table(both, accuracy, rank_rows=ranked)]
+    lines += ["## Accuracy (%)", "", table(both, accuracy, rank_rows=ranked), "", *grid_edge_note(grid_edges(groups))]
 
     lines += _comparisons(next(one for one in stats if one.split == search) if search in splits else None)
 

@@ -28,7 +28,7 @@ from benchmarks.report.paper_cells import (
     seeds_only_note,
 )
 from benchmarks.report.paper_params import other_backbones, params_cell, params_notes
-from benchmarks.report.runs import aggregate, run_variant
+from benchmarks.report.runs import aggregate, grid_edge_note, grid_edges, run_variant
 from benchmarks.report.statistics import METHOD_NOTE, SplitStats, selected_runs
 from methods import get_method
 from riscore.identity import config_identity
@@ -131,12 +131,14 @@ def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | Non
     for cells in rows:
         cells.update({f"params {suite}": found[cells["row"]] for suite, found in others.items()})
     precisions = [c for c in spec.columns if c.startswith("Prec@")]  # Table 8: each row's precision as well
-    used, measured = [], []
+    used, measured, edges = [], [], []
     for suite, name in ((PAPER_SUITE, f"`{PAPER_SUITE}`"), (ANALOG_SUITE, f"`{ANALOG_SUITE}` analog")):
         chosen = chosen_runs(runs, suite)
         groups = row_groups(chosen, labels)
         stats = row_stats(groups, chosen, "val")
         used.append(stats)
+        edges += grid_edge_note(grid_edges({f'"{label}"': group for label, group in groups.items()}),
+                                f" on `{suite}`")
         selected = selected_runs(groups, stats.split) if precisions else {}
         for cells in rows:
             group = groups[cells["row"]]
@@ -151,7 +153,7 @@ def ablation_table(number: int, runs: pd.DataFrame, counts: dict[str, Any] | Non
                *(Column(f"params {suite}", f"risbench `{suite}` params (M)", left=True) for suite in others),
                *measured]
     return [f"## Table {number}: {spec.title}", "", table(pd.DataFrame(rows), columns), "",
-            *seeds_only_note(used), *(params_notes(spec, counts) if spec.params_column else []),
+            *seeds_only_note(used), *edges, *(params_notes(spec, counts) if spec.params_column else []),
             f"`not run` cells fill with `{spec.command(PAPER_SUITE)}` (GPU and RefCOCO data) and "
             f"`{spec.command(ANALOG_SUITE)}` (CPU).", "",
             *([direction.sentence(spec, used[-1], ANALOG_SUITE), ""] if spec.focal else [])]

@@ -205,6 +205,30 @@ def seeds_pending(groups: Mapping[str, pd.DataFrame], seeds: Iterable[int] | Non
     return pending
 
 
+def grid_edges(groups: Mapping[str, pd.DataFrame]) -> dict[str, tuple[str, float]]:
+    """Rows (label -> their chosen runs, leaderboard_runs) whose complete learning-rate search chose the lowest or
+    highest rate of its grid: label -> ("lowest" or "highest", the rate). The best rate may lie beyond the grid,
+    so such a row may be under-tuned beside rows whose search found an interior optimum."""
+    edges = {}
+    for label, group in groups.items():
+        if group.empty or not group["search_complete"].iloc[0] or len(group["lr_grid"].iloc[0]) < 2:
+            continue
+        lr, grid = float(group["lr"].iloc[0]), group["lr_grid"].iloc[0]
+        if lr in (min(grid), max(grid)):
+            edges[label] = ("lowest" if lr == min(grid) else "highest", lr)
+    return edges
+
+
+def grid_edge_note(edges: Mapping[str, tuple[str, float]], where: str = "") -> list[str]:
+    """A sentence naming the rows whose search chose an end of its grid, if any (`where`: on which suite)."""
+    if not edges:
+        return []
+    named = "; ".join(f"{label} ({lr:g}, the {end})" for label, (end, lr) in sorted(edges.items()))
+    return [f"Learning rate at an end of the searched grid{where}: {named}. The best rate may lie beyond the grid, so "
+            "these rows may be under-tuned beside the others; a wider search would tell (`sweep --budget "
+            "lr_grid=R1,R2,... --allow-budget-override`: off budget, so not on this page).", ""]
+
+
 def seeds_to_go(seeds: list[int]) -> str:
     return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} to go"
 
