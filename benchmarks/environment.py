@@ -75,8 +75,13 @@ def device_name(device: torch.device) -> str:
     run is about 3x faster on the latter) and the thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {torch_threads()})"
+
+
+def torch_threads() -> str:
+    """'1 thread' or 'N threads': torch's CPU thread count, as records and cards state it."""
     threads = torch.get_num_threads()
-    return f"cpu ({cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {threads} thread{'s' * (threads != 1)})"
+    return f"{threads} thread{'s' * (threads != 1)}"
 
 
 def describe(device: torch.device) -> dict[str, object]:

@@ -174,8 +174,11 @@ def table_suite_name(table: PaperTable, requested: str | None) -> str | None:
 def run_tables(tables: Sequence[tuple[PaperTable, Suite | None]], **sweep_args: Any) -> dict[str, int]:
     """One sweep whose entries are the rows of these (table, suite) pairs, with `sweep_args` (shard, store,
     dry_run, ...): every row's search runs together, then every row's seeds, so no worker waits for one row's
-    search to end; a row two tables share runs once."""
-    return run_entries([entry for table, base in tables for entry in table_entries(table, base)], **sweep_args)
+    search to end; a row two tables share runs once. Every table and row is checked before the first line."""
+    entries = [entry for table, base in tables for entry in table_entries(table, base)]
+    for entry in entries:
+        print(f"{entry.label} ({entry.method} on {entry.suite.name})", file=sys.stderr)
+    return run_entries(entries, **sweep_args)
 
 
 def table_entries(table: PaperTable, base: Suite | None) -> list[Entry]:
@@ -192,5 +195,4 @@ def table_entries(table: PaperTable, base: Suite | None) -> list[Entry]:
         suite.check()
         config = get_method(row.method).make_config(dict(row.options))
         entries.append(Entry(suite, row.method, config, f"table {table.number}: {row.label}"))
-        print(f"table {table.number}: {row.label} ({row.method} on {suite.name})", file=sys.stderr)
     return entries

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmarks.data.shapes import ShapesCaptions, ShapesConfig
+from benchmarks.environment import torch_threads
 from benchmarks.store import atomic_write_bytes, atomic_write_text
 from methods.backbone import register_model_configs
 
@@ -158,7 +159,7 @@ def pretrain(config: PretrainConfig, out: Path, progress: bool = True) -> dict[s
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "retrieval_val": {"trained": trained, "untrained_same_arch": untrained},
         "command": "nox -s pretrain",
-        "device": f"cpu, {torch.get_num_threads()} threads",
+        "device": f"cpu, {torch_threads()}",
     }
     atomic_write_text(out / CARD_NAME, json.dumps(card, indent=2) + "\n")
     print(json.dumps(card["retrieval_val"], indent=2))

@@ -34,7 +34,6 @@ from benchmarks.suites import Suite
 from benchmarks.workers import Pool, WorkerDied
 from methods import get_method, list_methods
 from riscore.errors import UserError
-from riscore.identity import config_identity
 
 
 @dataclass(frozen=True)
@@ -101,8 +100,10 @@ class Entry:
 
 
 def what_runs(suite: Suite, method: str, config: Any) -> str:
-    return json.dumps({"suite": suite.identity(), "method": method, "config": config_identity(config)},
-                      sort_keys=True)
+    """The part of a run's identity (store.RunSpec.config) that its entry fixes: all but the learning rate."""
+    identity = RunSpec(suite, method, config, lr=0.0, seed=0).config()
+    del identity["lr"]
+    return json.dumps(identity, sort_keys=True)
 
 
 def method_entries(suite: Suite, methods: Sequence[str], options: dict[str, str] | None = None) -> list[Entry]:
@@ -205,8 +206,10 @@ def run_entries(entries: Sequence[Entry], *, seeds: Sequence[int] | None = None,
     gives its score.
     """
     unique: dict[str, Entry] = {}
-    for entry in entries:  # an entry equal to an earlier one (a row two tables share) runs once, under its label
-        unique.setdefault(entry.runs(), entry)
+    for entry in entries:  # entries that run the same runs (a row two tables share) run once, under both names
+        same = unique.get(entry.runs())
+        merged = entry if same is None else dataclasses.replace(same, label=f"{same.label} = {entry.label}")
+        unique[entry.runs()] = merged
     entries, labels = list(unique.values()), {key: entry.label for key, entry in unique.items()}
 
     def label(job: RunSpec) -> str:

@@ -60,7 +60,7 @@ def test_without_the_focal_row_and_another_it_says_not_run_with_the_command(rows
 
 def test_agreement_on_the_rows_run_says_so():
     text = stated({FOCAL: [40.0, 41.5, 41.0], "full model": OTHERS["full model"]})
-    assert "**agrees** for the rows run (" in text and 'not run: "w/o Bridger", "w/o global alignment"' in text
+    assert "**agrees** for the rows compared (" in text and 'not run: "w/o Bridger", "w/o global alignment"' in text
 
 
 def test_focal_row_is_the_row_the_table_names_and_a_table_without_one_says_so():
@@ -82,7 +82,7 @@ def stated_pending(rows: dict[str, list[float]], pending: set[str]) -> str:
 def test_a_row_with_seeds_to_run_is_not_compared_and_the_rest_still_decide():
     """Resolved either way on its first seeds, a row whose sweep is under way says nothing yet."""
     text = stated_pending({FOCAL: [40.0, 41.5, 41.0], **OTHERS, "w/o Bridger": [90.0]}, {"w/o Bridger"})
-    assert "**agrees** for the rows run (" in text and "against the paper" not in text
+    assert "**agrees** for the rows compared (" in text and "against the paper" not in text
     assert text.endswith('seeds still to run: "w/o Bridger" (`python -m benchmarks sweep --table 6 --suite shapes`)).')
 
 

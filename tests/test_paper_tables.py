@@ -70,6 +70,8 @@ def test_every_row_names_a_method_with_valid_options_and_the_papers_columns():
     (["--table", "2,x"], "--table"),
     (["--table", ""], "--table needs a table number"),
     (["--table", "7,0"], "--table 0: the ETRIS paper has tables"),
+    (["--table", "2,3"], "table 3 holds parameter counts"),  # no row of table 2 is listed before the error
+    (["--table", "6,1"], "refcoco"),  # table 1's suites need the RefCOCO files
 ])
 def test_bad_table_requests_are_one_line(capsys, tmp_path, argv, message):
     assert main(["sweep", *argv, "--dry-run", "--out", str(tmp_path / "results")]) == 2

@@ -148,6 +148,18 @@ def test_paper_page_compares_the_selected_checkpoint_with_etris_and_the_leaderbo
     assert rows_of(files[Path("paper-vitb16/leaderboard.md")], "Accuracy (%)")["full"][3].startswith("61.00")
 
 
+def test_table8_precision_on_a_paper_suite_comes_from_etris_selected_checkpoint(tmp_path):
+    suite = dataclasses.replace(SUITE, name="paper-rn101", eval_splits=("val", "testA", "testB"), seeds=(0,))
+    root = tmp_path / "results"
+    record = make_record("full", seed=0, lr=1e-3, miou=61.0, suite=suite)
+    record["selection"] = {"split": "val", "every": 1, "step": 2, "score": 70.0,
+                           "results": {"val": {"mIoU": 70.0, **{f"prec@{t}": 90.0 - 10 * k for k, t in
+                                                                 enumerate(("0.5", "0.6", "0.7", "0.8", "0.9"))}}}}
+    write(root, record, "a")
+    row = rows_of(build(root)[Path("paper.md")], "Table 8: Table 2 with precision")["Full tuning"]
+    assert row[6:12] == ["70.00 (1 seed: no seed spread)", "90.00", "80.00", "70.00", "60.00", "50.00"]
+
+
 def test_paper_page_has_every_table_and_fills_ablation_rows_from_their_runs(tmp_path):
     """Table 6's 'w/o Bridger' is frozen on the shapes analog; a decoder-ablation run is a row of its own and
     does not become the suite's budget (which would hide every other run)."""
@@ -332,7 +344,7 @@ def test_paper_page_cells_carry_the_leaderboards_interval_and_name_the_seeds_to_
     precision = rows_of(pages[Path("shapes/leaderboard.md")], "Precision at IoU thresholds on val")
     table8 = rows_of(pages[Path("paper.md")], "Table 8: Table 2 with precision")
     assert table8["Full tuning"][-5:] == precision["full"] and precision["full"][0].startswith("16.58 [")
-    assert table8["Frozen backbone"][-5:] == ["12.50"] * 5  # one seed: no interval, as the mIoU cell says
+    assert table8["Frozen backbone"][-5:] == ["12.50"] * 5  # one seed: no interval
     assert table8["Adapter"][-6:] == ["not run"] * 6
 
 

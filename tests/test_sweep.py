@@ -213,18 +213,29 @@ def test_a_table_runs_every_rows_search_before_any_rows_seeds(tmp_path, capsys):
 
 
 
-def test_each_finished_run_of_a_table_is_named_by_its_row(tmp_path, capsys, monkeypatch):
-    """The progress line of a run names the row it fills (rows of one method differ only in options)."""
+def test_a_row_two_tables_share_runs_once_under_both_names(tmp_path, capsys, monkeypatch):
+    """The default Bridger is "2->n, 3 Bridgers" in Table 4 and "64" in Table 7: one search, named by both rows;
+    every other row's progress lines name their own row."""
     import benchmarks.sweep as sweep
 
     monkeypatch.setattr(sweep, "run_job", lambda job, setup: sweep.Outcome("ok", "ok", None, 50.0, 1.0))
-    table = get_table(7)
-    run_tables([(table, SUITE)], store=ResultStore(tmp_path / "results"), device=torch.device("cpu"),
-               checkpoint_root=tmp_path / "ckpt")
-    named = [line.split("] ", 1)[1].split(" lr=")[0] for line in capsys.readouterr().err.splitlines()
-             if line.startswith("[search ")]
-    assert sorted(set(named)) == sorted(f"bridger (table 7: {row.label})" for row in table.rows)
-    assert len(named) == len(table.rows) * len(SUITE.lr_grid)
+    four, seven = get_table(4), get_table(7)
+    run_tables([(four, SUITE), (seven, SUITE)], store=ResultStore(tmp_path / "results"),
+               device=torch.device("cpu"), checkpoint_root=tmp_path / "ckpt")
+    searched = [line.split("] ", 1)[1].split(": ok", 1)[0] for line in capsys.readouterr().err.splitlines()
+                if line.startswith("[search ")]
+    assert len(searched) == len(set(searched))  # no run twice
+    shared = "bridger (table 4: 2->n, 3 Bridgers = table 7: 64)"
+    names = {run.split(" lr=")[0] for run in searched}
+    alone = {f"bridger (table {t.number}: {row.label})" for t in (four, seven) for row in t.rows if not row.options}
+    assert shared in names and len(names) == len(four.rows) + len(seven.rows) - 1 and not alone & names
+
+
+def test_equal_entries_built_apart_are_the_same_runs():
+    again = method_entries(SUITE.replace({}), ["lora"], {"rank": "8"})[0]
+    assert ENTRIES[1].runs() == again.runs() and ENTRIES[0].runs() != again.runs()
+    assert method_entries(SUITE, ["lora"], {"rank": "4"})[0].runs() != again.runs()
+
 
 TIMINGS = ("eval_seconds", "images_per_second")
 

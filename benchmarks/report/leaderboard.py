@@ -147,7 +147,7 @@ def page(suite_name: str, runs_all: pd.DataFrame, suite: dict[str, Any],
     base = baseline_rows(runs, splits)
     both = pd.concat([rows, base], ignore_index=True)
     ranked = [True] * len(rows) + [False] * len(base)
-    lines += ["## Accuracy (%)", "", table(both, accuracy, rank_rows=ranked), "", *grid_edge_note(grid_edges(groups))]
+    lines += ["## Accuracy (%)", "", table(both, accuracy, rank_rows=ranked), *grid_edge_note(grid_edges(groups))]
 
     lines += _comparisons(next(one for one in stats if one.split == search) if search in splits else None)
 

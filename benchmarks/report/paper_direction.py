@@ -100,5 +100,5 @@ def sentence(table: PaperTable, stats: SplitStats, suite: str) -> str:
             details.append(f"{verdict}: " + ", ".join(f'"{p.other.label}"' for p in by[verdict]))
     if by[NOT_RUN] or by[PENDING]:
         details[-1] += f" (`{command}`)"
-    scope = " for the rows run" if (by[NOT_RUN] or by[PENDING]) and overall == AGREES else ""
+    scope = " for the rows compared" if (by[NOT_RUN] or by[PENDING]) and overall == AGREES else ""
     return head + f'**{overall}**{scope} ("{table.focal}" minus each row; ' + "; ".join(details) + ")."

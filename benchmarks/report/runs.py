@@ -114,7 +114,7 @@ def _row(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     selection = record.get("selection") or {}  # ETRIS's checkpoint selection (suite key select_every)
     row["selected_on"] = selection.get("split")
     for split, metrics in (selection.get("results") or {}).items():
-        row[f"selected:{split}/mIoU"] = metrics.get("mIoU")
+        row.update({f"selected:{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
     for split, baselines in record.get("baselines", {}).items():
         for name, metrics in baselines.items():
             row.update({f"baseline:{name}/{split}/{k}": metrics.get(k) for k in SPLIT_METRICS})
@@ -214,7 +214,8 @@ def grid_edges(groups: Mapping[str, pd.DataFrame]) -> dict[str, tuple[str, float
         if group.empty or not group["search_complete"].iloc[0] or len(group["lr_grid"].iloc[0]) < 2:
             continue
         lr, grid = float(group["lr"].iloc[0]), group["lr_grid"].iloc[0]
-        if lr in (min(grid), max(grid)):
+        searched = (group["seed"] == group["first_seed"].iloc[0]) & (group["status"] == "ok")
+        if searched.any() and lr in (min(grid), max(grid)):  # not the default rate for want of a usable search
             edges[label] = ("lowest" if lr == min(grid) else "highest", lr)
     return edges
 
@@ -225,7 +226,7 @@ def grid_edge_note(edges: Mapping[str, tuple[str, float]], where: str = "") -> l
         return []
     named = "; ".join(f"{label} ({lr:g}, the {end})" for label, (end, lr) in sorted(edges.items()))
     return [f"Learning rate at an end of the searched grid{where}: {named}. The best rate may lie beyond the grid, so "
-            "these rows may be under-tuned beside the others; a wider search would tell (`sweep --budget "
+            "these may be under-tuned beside the others; a wider search would tell (`sweep --budget "
             "lr_grid=R1,R2,... --allow-budget-override`: off budget, so not on this page).", ""]
 
 
