@@ -72,7 +72,8 @@ def test_the_pages_count_is_the_model_builders_count_for_each_rows_method_and_op
 
 def test_counts_that_differ_from_the_papers_are_marked_with_the_projects_reason():
     counts = {"tables": {"2": {"Adapter": {"paper_measure": 1_586_688}, "ETRIS": {"paper_measure": 1_942_080},
-                               "LoRA": {"paper_measure": 262_144}, "CoOp": {"paper_measure": 4096}}},
+                               "LoRA": {"paper_measure": 262_144}, "CoOp": {"paper_measure": 4096},
+                               "Frozen backbone": {"paper_measure": 200_000}}},
               "also_on": {"paper-vitb16": {"2": {"Adapter": {"paper_measure": 3_965_952}}}}}
     page = paper.page(pd.DataFrame(), [], counts)
     shown = {label: cells["risbench `paper-rn101` params (M)"] for label, cells in table_rows(page, 2).items()}
@@ -82,7 +83,9 @@ def test_counts_that_differ_from_the_papers_are_marked_with_the_projects_reason(
     assert vit["Adapter"] == "3.97" and vit["ETRIS"] == "not counted"  # never compared: the paper has none
     notes = page.split("## Table 2:", 1)[1].split("\n## ", 1)[0]
     assert "Adapter: 1.59 M vs 2.39 M, RN101's image tower has no transformer blocks" in notes
-    assert "LoRA: 0.26 M vs 0.03 M, no reason known to the project." in notes
+    assert "LoRA: 0.26 M vs 0.03 M, ETRIS does not publish its LoRA setup; 0.033 M is rank 1" in notes
+    assert shown["Frozen backbone"] == "0.20 (≠ paper)"  # a made-up gap no row explains
+    assert "Frozen backbone: 0.20 M vs 0 M, no reason known to the project." in notes
     assert "ETRIS: 1.94 M" not in notes
 
 
