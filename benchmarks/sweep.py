@@ -207,14 +207,14 @@ def run_entries(entries: Sequence[Entry], *, seeds: Sequence[int] | None = None,
     """
     unique: dict[str, Entry] = {}
     for entry in entries:  # entries that run the same runs (a row two tables share) run once, under both names
-        same = unique.get(entry.runs())
-        merged = entry if same is None else dataclasses.replace(same, label=f"{same.label} = {entry.label}")
-        unique[entry.runs()] = merged
-    entries, labels = list(unique.values()), {key: entry.label for key, entry in unique.items()}
+        key = entry.runs()
+        same = unique.get(key)
+        unique[key] = entry if same is None else dataclasses.replace(same, label=f"{same.label} = {entry.label}")
+    entries = list(unique.values())
 
     def label(job: RunSpec) -> str:
-        entry = labels[what_runs(job.suite, job.method, job.method_config)]
-        return job.method if entry == job.method else f"{job.method} ({entry})"
+        name = unique[what_runs(job.suite, job.method, job.method_config)].label
+        return job.method if name == job.method else f"{job.method} ({name})"
 
     counts = {"skipped": 0, "to run": 0} if dry_run else {"skipped": 0, "ok": 0, "not ok": 0}
     if threads:
