@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks import interrupts, validate
+from riscore.coerce import coerce, comma_items
 from riscore.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,7 +204,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from benchmarks.store import ResultStore
     from benchmarks.sweep import Shard, run_sweep
     from methods import get_method
-    from riscore.coerce import coerce
 
     check_run_paths(args)
     numbers = validate.unique([n for text in args.table for n in coerce(text, tuple[int, ...], "--table")],
@@ -362,7 +362,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if record_path is not None:
         check_record_path(record_path)
     saved, suite, device = _open_model(args)
-    splits = [s.strip() for value in args.split for s in value.split(",") if s.strip()]
+    splits = [s for value in args.split for s in comma_items(value, "--split")]
     suite = evaluation_suite(suite, splits, args.limit)
     record = reevaluate(saved, suite, device, args.weights)
     info = record["run_info"]

@@ -34,6 +34,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from riscore.coerce import comma_items
 from riscore.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -269,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.seconds > 0:
             raise UserError(f"--seconds must be a positive number of seconds, got {args.seconds}")
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        stages = comma_items(args.stages, "--stages")
         if not stages or set(stages) - set(STAGES):
             raise UserError(f"--stages {args.stages!r}: give one or more of {', '.join(STAGES)}")
         out = Path(args.out or REPO / ("runs/gpu-check" if args.tiny else "results/profile"))

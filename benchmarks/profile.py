@@ -49,6 +49,7 @@ from benchmarks.suites import Suite, load_suite
 from methods.backbone import Backbone, BackboneConfig
 from methods.decoder import segmentation_loss
 from methods.model import RISModel
+from riscore.coerce import coerce, comma_items
 from riscore.errors import UserError
 
 PROBE_TEXT = "the small red circle to the left of the blue square"
@@ -536,10 +537,7 @@ def _towers_table(rows: list[dict[str, Any]]):
 def _int_list(text: str | None, flag: str) -> list[int]:
     if not text:
         return []
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag} expects comma-separated integers like 224,320, got {text!r}") from None
+    values = coerce(text, tuple[int, ...], flag)
     if not values or any(v <= 0 for v in values):
         raise UserError(f"{flag} expects positive integers, got {text!r}")
     return validate.unique(values, flag)
@@ -572,7 +570,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         options = ProfileOptions(device=str(device), warmup=args.warmup, repeats=args.repeats,
                                  memory=not args.flops_only, throughput=not args.flops_only,
                                  threads=args.threads, memory_jobs=args.memory_jobs)
-        precisions = validate.unique([p.strip() for p in (args.sweep_precision or "").split(",") if p.strip()],
+        precisions = validate.unique(comma_items(args.sweep_precision or "", "--sweep-precision"),
                                      "--sweep-precision")
         for precision in precisions:  # an unknown precision fails here, before minutes of work
             suite.replace({"precision": precision})

@@ -43,12 +43,23 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         return conform(value, annotation, key)
     try:
         if origin is tuple:
-            return tuple(_parse(v.strip(), args[0] if args else str) for v in value.split(",") if v.strip())
+            return tuple(_parse(item, args[0] if args else str) for item in comma_items(value, key))
         return _parse(value, annotation)
     except ValueError:
         kind = _kind(args[0] if origin is tuple and args else annotation)
         expected = f"comma-separated {kind}s" if origin is tuple else f"{_article(kind)} {kind}"
         raise UserError(f"{key}={value!r}: expected {expected}") from None
+
+
+def comma_items(text: str, key: str) -> list[str]:
+    """The stripped items of a comma-separated list; blank text is no items. An empty item between commas
+    (`2,,4`, `2,4,`) is refused rather than dropped: it is usually a value that went missing."""
+    if not text.strip():
+        return []
+    items = [item.strip() for item in text.split(",")]
+    if "" in items:
+        raise UserError(f"{key} {text!r}: an empty item between commas; list values like 2,4")
+    return items
 
 
 def conform(value: Any, annotation: Any, key: str) -> Any:
@@ -87,6 +98,8 @@ def _article(kind: str) -> str:
 
 
 def _parse(text: str, kind: Any) -> Any:
+    if kind in (int, float) and not (text.isascii() and "_" not in text):
+        raise ValueError(text)  # Python would read "４" or "1_000"; a config should spell numbers plainly
     if kind is bool:
         if text.lower() not in ("true", "false", "1", "0"):
             raise ValueError(text)

@@ -37,6 +37,18 @@ def bad_floats(rng: random.Random) -> list[str]:
     return ["0", f"-{rng.random():.4f}", "inf", "-inf", "nan", "", junk(rng), "1e999"]
 
 
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+def misspelt_list(rng: random.Random, items: list[str]) -> list[str]:
+    """A list of valid items with an empty item put anywhere (`2,,4`, `,2`, `2,`), and the same list in
+    full-width digits (Python's int() reads both; a config must not)."""
+    picks = [rng.choice(items) for _ in range(rng.randint(1, 3))]
+    at = rng.randint(0, len(picks))
+    wide = ",".join(picks).translate(FULL_WIDTH)
+    return [",".join(picks[:at] + [""] + picks[at:])] + ([wide] if wide != ",".join(picks) else [])
+
+
 # What each option holds -> malformed values for it; `FILE` in a value is replaced by a path to a plain file.
 INT0, INT1, SEEDS = (lambda r: bad_ints(r, 0)), (lambda r: bad_ints(r, 1)), (lambda r: bad_ints(r, 0, 2**32 - 1))
 NAME = lambda r: [junk(r) + "x", "Lora ", "../x", ""]  # noqa: E731
@@ -48,24 +60,29 @@ OPTIONS: dict[str, Any] = {
     "--method": NAME, "--suite": lambda r: [junk(r) + "q", "missing.toml", "nope/smoke"],
     "--set": lambda r: ["rank", "=4", f"{junk(r)}q=1", "rank=four", "rank=0", "dropout=1.5", "alpha=nan"],
     "--budget": lambda r: ["steps", f"{junk(r)}q=1", "steps=0", "lr=abc", "seeds=a", "batch_size=99999999",
-                           "eval_splits=vall", "name=x", "lr_grid=", "threshold=1", "lr=true"],
+                           "eval_splits=vall", "name=x", "lr_grid=", "threshold=1", "lr=true",
+                           *("lr_grid=" + v for v in misspelt_list(r, ["1e-3", "3e-3"])),
+                           *("seeds=" + v for v in misspelt_list(r, ["0", "1"]))],
     "--out": OUT_DIR, "--checkpoint-dir": OUT_DIR, "--results": lambda r: ["FILE", "missing-folder"],
-    "--seeds": lambda r: ["-1", "a", ",", "1,,x", str(2**32), "1.5"],
+    "--seeds": lambda r: ["-1", "a", ",", "1,,x", str(2**32), "1.5", *misspelt_list(r, ["0", "1", "2"])],
     "--shard": lambda r: ["1/1", "x", "-1/2", "2", "0/0", "3/2", junk(r)],
     "--jobs": lambda r: ["0", "-2", "1.5", "", "Auto", "nan", junk(r)],
 
-    "--table": lambda r: ["0", "9", "-1", "x", junk(r)],
+    "--table": lambda r: ["0", "9", "-1", "x", junk(r), *misspelt_list(r, ["4", "5", "7"])],
     "--image-size": INT1, "--text-len": INT1, "--batch-size": INT1, "--steps": INT1, "-n": INT1,
     "--warmup": INT1, "--repeats": INT1, "--backbone": lambda r: [junk(r) + "q", "RN5O"],
-    "--sweep-image-size": lambda r: ["0", "a", "-3", "1,x", ","], "--sweep-batch-size": lambda r: ["0", "-1,2"],
-    "--dataset": lambda r: [junk(r) + "q", "coco"], "--split": lambda r: ["vall", junk(r) + "q"],
+    "--sweep-image-size": lambda r: ["0", "a", "-3", "1,x", ",", *misspelt_list(r, ["64", "96"])],
+    "--sweep-batch-size": lambda r: ["0", "-1,2", *misspelt_list(r, ["2", "4"])],
+    "--dataset": lambda r: [junk(r) + "q", "coco"],
+    "--split": lambda r: ["vall", junk(r) + "q", *misspelt_list(r, ["val", "test"])],
     "action": lambda r: ["show", junk(r)],
     "--reference": lambda r: ["FILE", "missing-folder"], "--models-dir": OUT_DIR,
     "--model": lambda r: ["FILE", "missing-folder", ""], "--image": lambda r: ["FILE", "missing.png"],
     "--text": lambda r: ["", " "], "--index": INT0, "--limit": INT0,
     "--weights": lambda r: ["best", "Selected", "", junk(r)],
     "--log": lambda r: ["tensorbord", "wandb", "", junk(r)], "--log-dir": OUT_DIR,
-    "--sweep-precision": lambda r: ["fp8", "bf16,half", junk(r) + "q"], "--memory-jobs": INT1,
+    "--sweep-precision": lambda r: ["fp8", "bf16,half", junk(r) + "q", *misspelt_list(r, ["fp32", "bf16"])],
+    "--memory-jobs": INT1,
     "--probabilities": lambda r: ["FILE/p.png", "p.txt", "DIR"], "--record": lambda r: ["FILE/r.json", "r.txt", "DIR"],
 }
 PROFILE_OUT = {"--out": OUT_FILE}  # profile, counts, data preview and predict write one file, the others folders

@@ -32,3 +32,16 @@ def test_strings_are_parsed_by_the_annotation(value, annotation, expected):
 def test_unparseable_or_non_finite_values_are_user_errors(value, annotation, message):
     with pytest.raises(UserError, match=message):
         coerce(value, annotation, "key")
+
+
+@pytest.mark.parametrize("text", ["2,,4", "2,4,", ",2", " , 2", "2, ,4"])
+def test_an_empty_list_item_is_refused_not_dropped(text):
+    with pytest.raises(UserError, match="empty item between commas"):
+        coerce(text, tuple[int, ...], "--table")
+
+
+@pytest.mark.parametrize("text,annotation", [("４", int), ("1_000", int), ("1e-3,３e-3", tuple[float, ...]),
+                                             ("٣", float)])
+def test_numbers_are_plain_ascii(text, annotation):
+    with pytest.raises(UserError, match="expected"):
+        coerce(text, annotation, "key")

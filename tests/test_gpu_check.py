@@ -161,6 +161,7 @@ def test_a_stage_that_writes_bytes_that_are_not_utf8_still_ends_ok(tmp_path, mon
 
 
 @pytest.mark.parametrize(("argv", "message"), [(["--stages", "bench,train"], "--stages"),
+                                               (["--stages", "bench,,profile"], "--stages"),
                                                (["--seconds", "0"], "--seconds")])
 def test_bad_options_are_one_line_exit_2(tmp_path, argv, message, capsys):
     assert gpu_check.main(["--tiny", "--out", str(tmp_path), *argv]) == 2
