@@ -52,11 +52,12 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def comma_items(text: str, key: str) -> list[str]:
-    """The stripped items of a comma-separated list; blank text is no items. An empty item between commas
-    (`2,,4`, `2,4,`) is refused rather than dropped: it is usually a value that went missing."""
-    if not text.strip():
-        return []
+    """The stripped items of a comma-separated list; text without any (blank, or only commas) is no items, for
+    the caller to refuse or accept. An empty item beside others (`2,,4`, `2,4,`) is refused rather than
+    dropped: it is usually a value that went missing."""
     items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        return []
     if "" in items:
         raise UserError(f"{key} {text!r}: an empty item between commas; list values like 2,4")
     return items
