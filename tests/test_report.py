@@ -123,6 +123,16 @@ def test_paper_page_quotes_the_paper_and_says_not_run_without_paper_suite_record
     assert "## Efficiency at paper scale\n\nnot run" in page
 
 
+def test_paper_page_says_which_seeds_stand_behind_each_suites_cells(results, monkeypatch):
+    import benchmarks.report.paper as paper
+
+    real = paper.load_suite
+    monkeypatch.setattr(paper, "load_suite", lambda name: dataclasses.replace(
+        real(name), seeds=(0, 1, 2, 3, 4) if name == "shapes" else (7,)))
+    intro = build(results)[Path("paper.md")].split("## Table 3")[0]
+    assert "`shapes` 0, 1, 2, 3, 4 (5 seeds)" in intro and "`paper-rn101` 7 (1 seed)" in intro
+
+
 def test_paper_page_shows_a_paper_suite_run_beside_the_paper(tmp_path):
     suite = dataclasses.replace(SUITE, name="paper-vitb16", eval_splits=("val", "testA", "testB"), seeds=(0,))
     root = tmp_path / "results"

@@ -30,6 +30,7 @@ from benchmarks.report.paper_cells import (
 from benchmarks.report.paper_params import other_backbones, params_cell, params_notes
 from benchmarks.report.runs import aggregate, grid_edge_note, grid_edges, run_variant
 from benchmarks.report.statistics import METHOD_NOTE, SplitStats, selected_runs
+from benchmarks.suites import load_suite
 from methods import get_method
 from riscore.identity import config_identity
 
@@ -210,6 +211,14 @@ def efficiency_table(profiles: list[dict]) -> str | None:
     return table(frame, columns)
 
 
+def seeds_note() -> str:
+    """Which seeds each suite's cells average: the suites' own, so the page says what stands behind a cell."""
+    suites = [load_suite(name) for name in (ANALOG_SUITE, *BACKBONE_SUITES.values())]
+    listed = "; ".join(f"`{s.name}` {', '.join(map(str, s.seeds))} ({len(s.seeds)} seed{'s' * (len(s.seeds) > 1)})"
+                       for s in suites)
+    return f"Seeds behind a cell are its suite's: {listed}."
+
+
 def page(runs: pd.DataFrame, profiles: list[dict], counts: dict[str, Any] | None = None) -> str:
     """The whole page; `counts` is the `counts` document (None: the count columns say how to fill them)."""
     accuracy, used = accuracy_table(runs)
@@ -217,8 +226,8 @@ def page(runs: pd.DataFrame, profiles: list[dict], counts: dict[str, Any] | None
              "mIoU (%) on the RefCOCO family. Published rows quote the papers; risbench rows are this project's "
              "runs of the paper suites (RefCOCO only; they need a GPU and the RefCOCO files), or `not run`. A "
              "measured cell is the mean over seeds at the learning rate the search chose, with its 95% interval "
-             f"[low, high] computed exactly as on the leaderboards: {METHOD_NOTE} `tunable` counts parameters "
-             "added to the backbone (the paper's measure), in millions.", "", accuracy, "",
+             f"[low, high] computed exactly as on the leaderboards: {METHOD_NOTE} {seeds_note()} `tunable` counts "
+             "parameters added to the backbone (the paper's measure), in millions.", "", accuracy, "",
              *seeds_only_note(used), *counts_table(counts),
              *(line for number in (2, 4, 5, 6, 7, 8) for line in ablation_table(number, runs, counts)),
              "## Efficiency at paper scale", ""]
