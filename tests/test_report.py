@@ -118,6 +118,10 @@ def test_paper_page_quotes_the_paper_and_says_not_run_without_paper_suite_record
     page = build(results)[Path("paper.md")]
     etris_vit = next(line for line in page.splitlines() if line.startswith("| ETRIS | ViT-B-16"))
     assert "70.51" in etris_vit and "73.51" in etris_vit and "66.63" in etris_vit
+    header = next(line for line in page.splitlines() if line.startswith("| method | backbone"))
+    rn50 = next(line for line in page.splitlines() if line.startswith("| ETRIS | RN50"))
+    assert header.split(" | ").index("refcocog (google) val") == rn50.split(" | ").index("57.22")  # Table 1's columns
+    assert "69.5-69.9" in page and "71.09 / 73.72 / 66.79" in page  # re-runs of ETRIS, with their spread
     ours = [line for line in page.splitlines() if line.startswith("| risbench ETRIS")]
     assert len(ours) == 3 and all("not run" in line for line in ours)
     assert "## Efficiency at paper scale\n\nnot run" in page
