@@ -133,7 +133,7 @@ def test_paper_page_says_which_seeds_stand_behind_each_suites_cells(results, mon
     real = paper.load_suite
     monkeypatch.setattr(paper, "load_suite", lambda name: dataclasses.replace(
         real(name), seeds=(0, 1, 2, 3, 4) if name == "shapes" else (7,)))
-    intro = build(results)[Path("paper.md")].split("## Table 3")[0]
+    intro = build(results)[Path("paper.md")].split("## Table 1")[0]
     assert "`shapes` 0, 1, 2, 3, 4 (5 seeds)" in intro and "`paper-rn101` 7 (1 seed)" in intro
 
 
@@ -185,7 +185,8 @@ def test_paper_page_has_every_table_and_fills_ablation_rows_from_their_runs(tmp_
     write(root, make_record("frozen", seed=0, lr=1e-3, miou=10.0, suite=ablated, started="2026-02-01"), "b")
     pages = build(root)
     page = pages[Path("paper.md")]
-    assert all(f"## Table {n}:" in page for n in range(2, 9))
+    headings = [int(n) for n in re.findall(r"^## Table (\d):", page, flags=re.M)]
+    assert headings == list(range(1, 9))  # every table once, in the paper's order
     without_bridger = next(line for line in page.splitlines() if line.startswith("| w/o Bridger"))
     assert "67.73" in without_bridger and "not run" in without_bridger and "| 26.00 [25.0, 27.0] |" in without_bridger
     assert "python -m benchmarks sweep --table 6 --suite paper-rn101" in page
@@ -354,7 +355,7 @@ def test_paper_page_cells_carry_the_leaderboards_interval_and_name_the_seeds_to_
     assert table2["Full tuning"][-1] == board["full"][3]
     assert board["frozen"][3] == "25.00"
     assert table2["Frozen backbone"][-1] == "25.00 (seeds 1, 2 to go: not compared yet)"
-    assert "over seeds, then over expressions" in pages[Path("paper.md")].split("## Table 3")[0]
+    assert "over seeds, then over expressions" in pages[Path("paper.md")].split("## Table 1")[0]
     precision = rows_of(pages[Path("shapes/leaderboard.md")], "Precision at IoU thresholds on val")
     table8 = rows_of(pages[Path("paper.md")], "Table 8: Table 2 with precision")
     assert table8["Full tuning"][-5:] == precision["full"] and precision["full"][0].startswith("16.58 [")
